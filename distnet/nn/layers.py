@@ -1,0 +1,172 @@
+"""Layers with parameters or shape changes: Linear, Conv2d, pooling, Flatten, Dropout.
+
+Each layer keeps just what its backward needs from the last forward.  Parameter gradients
+are *accumulated* into ``Parameter.grad`` (which Sequential makes a view of the flat
+gradient buffer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .init import initialise
+from .module import Module, Parameter
+
+
+def _pair(value) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+class Linear(Module):
+    """y = x W^T + b with W of shape (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 init: str = "he", rng: np.random.Generator | None = None, dtype=np.float32):
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(initialise(init, (out_features, in_features), rng, dtype), "weight")
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype), "bias") if bias else None
+        self.compute_input_grad = True
+        self._x = None
+
+    def own_parameters(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def forward(self, x):
+        self._x = x
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        return y
+
+    def backward(self, grad_out):
+        self.weight.grad += grad_out.T @ self._x
+        if self.bias is not None:
+            self.bias.grad += grad_out.sum(axis=0)
+        if not self.compute_input_grad:
+            return None
+        return grad_out @ self.weight.data
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as in PyTorch); weight (out, in, kh, kw)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
+                 padding: int = 0, bias: bool = True, *, init: str = "he",
+                 rng: np.random.Generator | None = None, dtype=np.float32):
+        kh, kw = _pair(kernel_size)
+        if stride < 1 or padding < 0:
+            raise ValueError(f"stride must be >= 1 and padding >= 0, got {stride}, {padding}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (kh, kw), int(stride), int(padding)
+        shape = (out_channels, in_channels, kh, kw)
+        self.weight = Parameter(initialise(init, shape, rng, dtype), "weight")
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype), "bias") if bias else None
+        self.compute_input_grad = True
+        self._cache = None
+
+    def own_parameters(self):
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2d expects (N, {self.in_channels}, H, W) input, got {x.shape}")
+        bias = self.bias.data if self.bias is not None else None
+        y, self._cache = kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        return y
+
+    def backward(self, grad_out):
+        bias_grad = self.bias.grad if self.bias is not None else None
+        return kernels.conv2d_backward(grad_out, self.weight.data, self._cache, self.stride,
+                                       self.padding, self.weight.grad, bias_grad,
+                                       need_input_grad=self.compute_input_grad)
+
+    def __repr__(self):
+        return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding})")
+
+
+class MaxPool2d(Module):
+    """Max pooling; windows may overlap (stride < kernel).  stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None):
+        self.kernel_size = _pair(kernel_size)
+        self.stride = int(stride) if stride is not None else self.kernel_size[0]
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = kernels.maxpool_forward(x, *self.kernel_size, self.stride)
+        return y
+
+    def backward(self, grad_out):
+        return kernels.maxpool_backward(grad_out, *self.kernel_size, self.stride, self._cache)
+
+    def __repr__(self):
+        return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
+
+
+class AvgPool2d(Module):
+    """Average pooling over each window; stride defaults to kernel_size."""
+
+    def __init__(self, kernel_size, stride=None):
+        self.kernel_size = _pair(kernel_size)
+        self.stride = int(stride) if stride is not None else self.kernel_size[0]
+        self._shape = None
+
+    def forward(self, x):
+        y, self._shape = kernels.avgpool_forward(x, *self.kernel_size, self.stride)
+        return y
+
+    def backward(self, grad_out):
+        return kernels.avgpool_backward(grad_out, *self.kernel_size, self.stride, self._shape)
+
+    def __repr__(self):
+        return f"AvgPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
+
+
+class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W) in NCHW order, so Linear weights match PyTorch's."""
+
+    def __init__(self):
+        self._shape = None
+
+    def forward(self, x):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        return grad_out.reshape(self._shape)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Dropout(Module):
+    """Inverted dropout: scales kept units by 1/(1-p) in training, identity in eval."""
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self._mask = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        self._mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))
+        return x * self._mask
+
+    def backward(self, grad_out):
+        return grad_out if self._mask is None else grad_out * self._mask
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"

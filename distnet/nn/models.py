@@ -1,0 +1,87 @@
+"""Named model builders.  Each takes the dataset's input shape, so one name fits MNIST
+(1x28x28) and CIFAR-10 (3x32x32) alike; sizes of the fully-connected layers are derived
+from the shapes rather than hard-coded."""
+from __future__ import annotations
+
+import numpy as np
+
+from .activations import ReLU
+from .kernels import output_size
+from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d
+from .module import Sequential
+
+
+class _Builder:
+    """Tracks the running (C, H, W) shape while layers are appended."""
+
+    def __init__(self, input_shape, rng, dtype):
+        self.shape = tuple(input_shape)
+        self.rng, self.dtype = rng, dtype
+        self.layers = []
+
+    def conv(self, out_channels, k, padding=0):
+        c, h, w = self.shape
+        self.layers += [Conv2d(c, out_channels, k, padding=padding, rng=self.rng, dtype=self.dtype), ReLU()]
+        self.shape = (out_channels, output_size(h, k, 1, padding), output_size(w, k, 1, padding))
+
+    def pool(self, k=2):
+        c, h, w = self.shape
+        self.layers.append(MaxPool2d(k))
+        self.shape = (c, output_size(h, k, k), output_size(w, k, k))
+
+    def dense(self, *widths, num_classes, dropout=0.0):
+        features = int(np.prod(self.shape))
+        self.layers.append(Flatten())
+        for width in widths:
+            self.layers += [Linear(features, width, rng=self.rng, dtype=self.dtype), ReLU()]
+            if dropout:
+                self.layers.append(Dropout(dropout, rng=self.rng))
+            features = width
+        self.layers.append(Linear(features, num_classes, init="xavier", rng=self.rng, dtype=self.dtype))
+        return Sequential(*self.layers)
+
+
+def lenet5(b: _Builder, num_classes: int) -> Sequential:
+    """LeNet-5 with ReLU and max-pooling; 'same' padding on the first conv for 28x28 input."""
+    b.conv(6, 5, padding=2 if b.shape[1] == 28 else 0)
+    b.pool()
+    b.conv(16, 5)
+    b.pool()
+    return b.dense(120, 84, num_classes=num_classes)
+
+
+def cnn2(b: _Builder, num_classes: int) -> Sequential:
+    """conv 16@5x5 -> pool -> conv 32@5x5 -> pool -> FC 128 -> FC classes."""
+    b.conv(16, 5)
+    b.pool()
+    b.conv(32, 5)
+    b.pool()
+    return b.dense(128, num_classes=num_classes)
+
+
+def mlp(b: _Builder, num_classes: int) -> Sequential:
+    """Fully connected (input)-1000-500-classes; 3072-1000-500-10 on CIFAR-10."""
+    return b.dense(1000, 500, num_classes=num_classes)
+
+
+def cifar_cnn(b: _Builder, num_classes: int) -> Sequential:
+    """Small VGG-style net: two 3x3 conv blocks of 32 and 64 channels, then 128, dropout FC."""
+    for width in (32, 64):
+        b.conv(width, 3, padding=1)
+        b.conv(width, 3, padding=1)
+        b.pool()
+    b.conv(128, 3, padding=1)
+    b.pool()
+    return b.dense(256, num_classes=num_classes, dropout=0.3)
+
+
+MODELS = {"lenet5": lenet5, "cnn2": cnn2, "mlp": mlp, "cifar-cnn": cifar_cnn}
+
+
+def build_model(name: str, input_shape=(1, 28, 28), num_classes: int = 10, seed: int = 0,
+                dtype=np.float32) -> Sequential:
+    """Build a named model with weights drawn from ``seed`` (same seed, same weights)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    builder = _Builder(input_shape, np.random.default_rng(seed), dtype)
+    return MODELS[name](builder, num_classes)
