@@ -1,0 +1,41 @@
+"""Optimizers and learning-rate schedules for distnet (pure NumPy, PyTorch's formulas).
+
+Typical use::
+
+    opt = make_optimizer("momentum", model, lr=0.1, weight_decay=5e-4)
+    sched = make_schedule("cosine", 0.1, total_steps, warmup_steps=100)
+    for batch in batches:
+        model.zero_grad(); ...backward...; (allreduce model.flat_grads)
+        opt.lr = sched(opt.step_count)
+        opt.step()
+"""
+from distnet.optim.optimizers import (
+    OPTIMIZER_NAMES,
+    SGD,
+    Adam,
+    AdamW,
+    Optimizer,
+    OptimizerError,
+    RMSprop,
+    make_optimizer,
+)
+from distnet.optim.schedules import (
+    SCHEDULE_NAMES,
+    Constant,
+    Cosine,
+    Schedule,
+    StepLR,
+    Warmup,
+    constant,
+    cosine,
+    make_schedule,
+    step_lr,
+    warmup,
+)
+
+__all__ = [
+    "Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "make_optimizer", "OPTIMIZER_NAMES",
+    "OptimizerError",
+    "Schedule", "Constant", "StepLR", "Cosine", "Warmup", "constant", "step_lr", "cosine",
+    "warmup", "make_schedule", "SCHEDULE_NAMES",
+]
