@@ -1,0 +1,131 @@
+"""Reader and writer for the IDX format used by MNIST and Fashion-MNIST.
+
+An IDX file is a 4-byte magic (two zero bytes, an element-type byte, a dimension-count
+byte), one big-endian uint32 per dimension, then the elements in C order. Only unsigned
+bytes (type 0x08) are supported: that is all MNIST-style datasets use.
+
+The reader is strict on purpose. A truncated download or a file with junk appended would
+otherwise surface much later as a reshape error, or silently as wrong pixels, so every
+inconsistency becomes a one-line UserError naming the file and what is wrong.
+Files may be gzip-compressed or raw; gzip is recognised by its magic bytes, not the name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from distnet.errors import UserError
+
+from ._util import oneline
+
+UBYTE = 0x08
+LABELS_MAGIC = 0x00000801  # ubyte, 1 dimension
+IMAGES_MAGIC = 0x00000803  # ubyte, 3 dimensions
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _load_bytes(path: Path) -> tuple[bytes, bool]:
+    """The file's IDX bytes (gunzipped if it is gzip) and whether it was gzip."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {oneline(exc.strerror or exc)}") from None
+    if not raw.startswith(_GZIP_MAGIC):
+        return raw, False
+    try:
+        return gzip.decompress(raw), True
+    except EOFError:
+        raise UserError(f"{path}: truncated gzip data (the download was probably cut short)") from None
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path}: corrupt gzip data: {oneline(exc)}") from None
+
+
+def _describe(dims: tuple[int, ...]) -> str:
+    """Human words for a header's dimensions, e.g. '60000 images of 28x28'."""
+    if len(dims) == 1:
+        return f"{dims[0]} labels"
+    if len(dims) == 3:
+        return f"{dims[0]} images of {dims[1]}x{dims[2]}"
+    return "dimensions " + "x".join(str(d) for d in dims)
+
+
+def parse_idx(data: bytes, name: str, ndim: int | None = None, gzipped: bool = False) -> np.ndarray:
+    """Decode IDX bytes into a read-only uint8 array, validating everything.
+
+    ``name`` is used in error messages (normally the file path); ``ndim`` is the expected
+    number of dimensions (1 for labels, 3 for images) or None to accept any.
+    """
+    expected = f" (expected 0x{0x800 + ndim:08x})" if ndim is not None else ""
+    if len(data) < 4:
+        raise UserError(f"{name}: not an IDX file: only {len(data)} bytes long{expected}")
+    magic = int.from_bytes(data[:4], "big")
+    if data[0] != 0 or data[1] != 0:
+        raise UserError(f"{name}: not an IDX file: bad magic 0x{magic:08x}{expected}")
+    if data[2] != UBYTE:
+        raise UserError(
+            f"{name}: unsupported IDX element type 0x{data[2]:02x} in magic 0x{magic:08x}"
+            f" (only unsigned bytes, 0x08, are supported)"
+        )
+    count = data[3]
+    if count == 0 or (ndim is not None and count != ndim):
+        want = f"expected {ndim}" if ndim is not None else "expected at least 1"
+        raise UserError(f"{name}: bad magic 0x{magic:08x}: {count} dimensions, {want}")
+    header_len = 4 + 4 * count
+    if len(data) < header_len:
+        raise UserError(f"{name}: truncated: header needs {header_len} bytes but file holds {len(data)}")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(count))
+    need = math.prod(dims)  # Python ints: a forged header cannot overflow this
+    have = len(data) - header_len
+    where = " after gunzip" if gzipped else ""
+    if have != need:
+        problem = "truncated" if have < need else f"{have - need} bytes of trailing garbage"
+        raise UserError(
+            f"{name}: {problem}: header says {_describe(dims)} ({need} bytes)"
+            f" but file holds {have} bytes of data{where}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def read_idx(path, ndim: int | None = None) -> np.ndarray:
+    """Read a (possibly gzipped) IDX file into a read-only uint8 array; UserError if invalid."""
+    path = Path(path)
+    data, gzipped = _load_bytes(path)
+    return parse_idx(data, str(path), ndim=ndim, gzipped=gzipped)
+
+
+def read_idx_pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a matching images file (N, H, W) and labels file (N,); their counts must agree."""
+    images = read_idx(images_path, ndim=3)
+    labels = read_idx(labels_path, ndim=1)
+    if images.shape[0] != labels.shape[0]:
+        raise UserError(
+            f"{labels_path}: holds {labels.shape[0]} labels but {images_path} holds"
+            f" {images.shape[0]} images; the two files must come from the same split"
+        )
+    return images, labels
+
+
+def write_idx(path, array) -> None:
+    """Write a uint8 array as IDX (gzip-compressed when ``path`` ends in .gz).
+
+    Mostly for tests and for converting other data into the format MNIST tools expect.
+    The gzip header carries no timestamp, so the same array always gives the same bytes.
+    """
+    path = Path(path)
+    arr = np.ascontiguousarray(array)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"write_idx supports uint8 only, got {arr.dtype}")
+    if not 1 <= arr.ndim <= 255:
+        raise ValueError(f"write_idx needs 1 to 255 dimensions, got {arr.ndim}")
+    header = bytes([0, 0, UBYTE, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    data = header + arr.tobytes()
+    if path.name.endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    path.write_bytes(data)
