@@ -1,0 +1,130 @@
+"""Checksum-verified downloads from a list of mirrors, with urllib only.
+
+A file is streamed into a temporary file next to its destination and only moved into
+place (``os.replace``, atomic on one filesystem) once its SHA-256 matches. So the
+destination either does not exist or holds the verified bytes; a cut connection, a
+captive-portal HTML page or a tampered mirror never leaves a file a later run would
+trust. Each mirror is tried in turn.
+
+Timeouts are short because the common failure is "no network at all" (clusters, CI), and
+the user should hear within seconds which file to fetch by hand. ``timeout`` bounds each
+connection attempt and each stalled read, not the whole transfer. ``DISTNET_OFFLINE=1``
+skips the network entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from distnet.errors import UserError
+
+from ._util import oneline
+
+log = logging.getLogger("distnet.data")
+
+_CHUNK = 1 << 20
+_USER_AGENT = "distnet-data/0.1 (+urllib)"
+
+
+def offline() -> bool:
+    """True when ``$DISTNET_OFFLINE`` asks for no network access."""
+    return os.environ.get("DISTNET_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _reason(exc: BaseException) -> str:
+    """Short description of why one mirror failed."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return oneline(text)
+
+
+def _try_one(url: str, dest: Path, sha256: str, timeout: float) -> str | None:
+    """Download ``url`` to ``dest`` if its checksum is right; None on success, else why not."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        h = hashlib.sha256()
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                for chunk in iter(lambda: response.read(_CHUNK), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        got = h.hexdigest()
+        if got != sha256.lower():
+            return f"checksum mismatch: got sha256 {got[:16]}... for {size} bytes, expected {sha256[:16]}..."
+        os.replace(tmp, dest)
+        tmp = None
+        return None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # ValueError: a malformed URL. OSError covers timeouts, refused connections, disk errors.
+        return _reason(exc)
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+class DownloadError(UserError):
+    """A UserError whose ``reason`` is the short why (without the advice), for callers that
+    wrap it in their own message."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def fetch(urls, dest, sha256: str, timeout: float = 5.0) -> Path:
+    """Download the first mirror in ``urls`` whose bytes have SHA-256 ``sha256`` to ``dest``.
+
+    Returns ``dest``. Raises UserError naming every URL tried and why it failed, and
+    where to put the file by hand. Nothing is left at ``dest`` unless verified.
+    """
+    dest = Path(dest)
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    by_hand = f"download it yourself and put it at {dest} (sha256 {sha256})"
+    if offline():
+        why = "not attempted because DISTNET_OFFLINE is set"
+        raise DownloadError(f"{dest.name}: download {why}; {by_hand}", why)
+    if not urls:
+        why = "no download location known"
+        raise DownloadError(f"{dest.name}: {why}; {by_hand}", why)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"cannot create {dest.parent}: {oneline(exc.strerror or exc)}"
+        raise DownloadError(f"{dest.name}: {why}; {by_hand}", why) from None
+    tried = []
+    for url in urls:
+        log.info("downloading %s -> %s", url, dest)
+        why = _try_one(url, dest, sha256, timeout)
+        if why is None:
+            return dest
+        log.info("download of %s failed: %s", url, why)
+        tried.append(f"{url}: {why}")
+    why = "tried " + "; ".join(tried)
+    raise DownloadError(f"{dest.name}: download failed ({why}); {by_hand}", why)
