@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from distnet import nn
+from distnet.optim import SGD
 
 
 def build():
@@ -28,8 +29,7 @@ def test_forward_backward_and_one_sgd_step():
     model.backward(0.5 * crit.backward())
     np.testing.assert_allclose(l2.weight.grad, [[0.0822, 0.0827], [-0.0226, -0.0227]], atol=5e-5)
     np.testing.assert_allclose(l1.weight.grad, [[0.0004, 0.0009], [0.0005, 0.0010]], atol=5e-5)
-    # one plain SGD step, lr 0.5, written out (the optimizer has its own tests)
-    model.flat_params -= 0.5 * model.flat_grads
+    SGD(model, lr=0.5).step()
     np.testing.assert_allclose(l2.weight.data, [[0.3589, 0.4087], [0.5113, 0.5614]], atol=5e-5)
     np.testing.assert_allclose(l1.bias.data, [0.3456, 0.3450], atol=5e-5)
     np.testing.assert_allclose(l2.bias.data, [0.5308, 0.6190], atol=5e-5)

@@ -117,6 +117,9 @@ class Sequential(Module):
             p.grad = self.flat_grads[offset:offset + n].reshape(p.data.shape)
             offset += n
         self.input_grad = True
+        # Called as hook(layer_index) right after each layer's backward, when that layer's
+        # gradients are final: lets a wrapper start communicating early (overlap).
+        self.backward_hooks = []
 
     def children(self):
         return self.layers
@@ -132,17 +135,22 @@ class Sequential(Module):
         With ``self.input_grad = False`` (set by trainers, whose input is data) the first
         layer skips computing the gradient with respect to the input; returns None then.
         """
-        for layer in reversed(self.layers[1:]):
-            grad_out = layer.backward(grad_out)
+        for index in range(len(self.layers) - 1, 0, -1):
+            grad_out = self.layers[index].backward(grad_out)
+            for hook in self.backward_hooks:
+                hook(index)
         first = self.layers[0]
-        if not self.input_grad and hasattr(first, "compute_input_grad"):
+        skip = not self.input_grad and hasattr(first, "compute_input_grad")
+        if skip:
             first.compute_input_grad = False
-            try:
-                first.backward(grad_out)
-            finally:
+        try:
+            grad_in = first.backward(grad_out)
+        finally:
+            if skip:
                 first.compute_input_grad = True
-            return None
-        return first.backward(grad_out)
+        for hook in self.backward_hooks:
+            hook(0)
+        return None if skip else grad_in
 
     def zero_grad(self) -> None:
         self.flat_grads.fill(0)

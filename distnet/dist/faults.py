@@ -1,0 +1,102 @@
+"""Failure policy: one rank's failure ends the whole job, promptly and loudly.
+
+* An uncaught exception on any rank prints one line naming the rank and aborts every rank
+  (MPI_Abort), instead of leaving the peers blocked forever in the next collective.
+* A watchdog thread turns "no step completed for --timeout seconds" (a peer stopped,
+  killed without the launcher noticing, or a lost network) into an abort naming the step.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+from ..errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_FAILURE = 1
+
+
+def error_line(rank: int, size: int, exc: BaseException) -> str:
+    where = f"rank {rank}: " if size > 1 else ""
+    if isinstance(exc, UserError):
+        return f"distnet: error: {where}{exc}"
+    return f"distnet: error: {where}{type(exc).__name__}: {exc}"
+
+
+def fail(comm, exc: BaseException) -> None:
+    """Report ``exc`` and end the job with the right exit code, on every rank."""
+    user = isinstance(exc, UserError)
+    code = EXIT_USER_ERROR if user else EXIT_FAILURE
+    if comm.size > 1 and comm.rank != 0 and user:
+        # the same bad input usually fails every rank: let rank 0 speak first
+        time.sleep(1.0)
+    if not user:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    print(error_line(comm.rank, comm.size, exc), file=sys.stderr, flush=True)
+    if comm.size > 1:
+        comm.abort(code)
+    sys.exit(code)
+
+
+def install_excepthook(comm) -> None:
+    """Any exception that escapes on any thread ends the whole job."""
+    def hook(exc_type, exc, tb):
+        fail(comm, exc)
+
+    sys.excepthook = hook
+    threading.excepthook = lambda args: fail(comm, args.exc_value)
+
+
+class Watchdog:
+    """Aborts the job when ``beat`` has not been called for ``timeout`` seconds."""
+
+    def __init__(self, comm, timeout: float, poll: float = 1.0):
+        self.comm, self.timeout, self.poll = comm, timeout, min(poll, timeout / 4)
+        self._last = time.monotonic()
+        self._step, self._phase = 0, "start-up"
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="distnet-watchdog", daemon=True)
+
+    def start(self) -> "Watchdog":
+        self._last = time.monotonic()
+        self._thread.start()
+        return self
+
+    def beat(self, step: int, phase: str = "training") -> None:
+        self._last = time.monotonic()
+        self._step, self._phase = step, phase
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self.poll):
+            idle = time.monotonic() - self._last
+            if idle > self.timeout:
+                where = f"rank {self.comm.rank}: " if self.comm.size > 1 else ""
+                print(f"distnet: error: {where}no progress for {idle:.0f} s after step {self._step} "
+                      f"({self._phase}); a peer may have died or hung; aborting the job "
+                      f"(rerun with --resume to continue from the last checkpoint)",
+                      file=sys.stderr, flush=True)
+                try:
+                    self.comm.abort(EXIT_FAILURE)
+                finally:
+                    os._exit(EXIT_FAILURE)
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by the fault tests (see ``injected_fault_step``)."""
+
+
+def injected_fault_step(rank: int) -> int | None:
+    """Step after which this rank raises InjectedFault, from $DISTNET_INJECT_FAULT="RANK:STEP".
+
+    A test hook: the fault tests use it to make one rank fail mid-training."""
+    spec = os.environ.get("DISTNET_INJECT_FAULT", "")
+    target, _, step = spec.partition(":")
+    if target.isdigit() and step.isdigit() and int(target) == rank:
+        return int(step)
+    return None

@@ -1,0 +1,94 @@
+"""``python -m distnet.train``: train on one process, or data-parallel under ``mpirun``.
+
+This module only wires things together; numerics live in nn/ and optim/, data in data/,
+communication and the failure policy in dist/, rank 0's duties in coordinator.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _set_blas_threads(argv) -> None:
+    """Give each process its share of the cores, before NumPy loads its BLAS.
+
+    Several ranks on one machine each running all-cores BLAS would oversubscribe the CPU;
+    ``--threads N`` overrides, an explicit OPENBLAS/OMP_NUM_THREADS in the environment wins."""
+    threads = None
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            threads = argv[i + 1]
+        elif arg.startswith("--threads="):
+            threads = arg.split("=", 1)[1]
+    if threads is None and "--deterministic" in argv:
+        threads = "1"  # BLAS results may depend on the thread count
+    if threads is None:
+        local = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or "1"
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        threads = str(max(1, cores // max(1, int(local) if local.isdigit() else 1)))
+    if not threads.isdigit():
+        return  # the argument parser reports it
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if "--threads" in " ".join(argv) or var not in os.environ:
+            os.environ[var] = threads
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "numpy" not in sys.modules:
+        _set_blas_threads(argv)
+    from .dist import get_communicator
+    from .dist.faults import Watchdog, fail, install_excepthook
+    from .errors import UserError
+
+    try:
+        comm = get_communicator()
+    except UserError as exc:
+        print(f"distnet: error: {exc}", file=sys.stderr)
+        return 2
+    install_excepthook(comm)
+    watchdog = None
+    try:
+        from .config import parse_config
+        from .data import load_dataset
+        from .trainer import Trainer
+
+        try:
+            cfg = parse_config(argv)
+        except SystemExit as exc:  # argparse already printed usage and the error
+            if comm.size > 1 and exc.code:
+                comm.abort(2)
+            return int(exc.code or 0)
+        train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download)
+        test_set = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download)
+        if comm.size > 1:
+            watchdog = Watchdog(comm, cfg.timeout).start()
+        trainer = Trainer(cfg, comm, train_set, test_set, watchdog=watchdog)
+        result = trainer.run()
+        if watchdog is not None:
+            watchdog.stop()
+        if comm.size > 1:
+            comm.barrier()
+        if result["eval"] is not None and comm.rank == 0:
+            print(f"distnet: final test accuracy {result['eval']['accuracy'] * 100:.2f}% "
+                  f"after {result['step']} steps", flush=True)
+        return 0
+    except (UserError, ValueError, OSError) as exc:
+        if not isinstance(exc, UserError) and isinstance(exc, OSError):
+            exc = UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
+        elif isinstance(exc, ValueError):
+            raise
+        fail(comm, exc)
+    except KeyboardInterrupt:
+        print("distnet: interrupted", file=sys.stderr)
+        if comm.size > 1:
+            comm.abort(130)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared test helpers.
+
+Tests under tests/mpi/ need several ranks: they are collected only by the MPI runs
+(``mpirun -n N python -m pytest --with-mpi tests/mpi``), which tests/test_mpi_suite.py
+starts, so one plain ``python -m pytest`` runs everything and skips nothing.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name == "mpi" and collection_path.parent == Path(__file__).parent:
+        return not config.getoption("with_mpi", default=False)
+    return None
+
+
+def run_train(*args, cwd=None, env=None, timeout=300, mpi=0):
+    """Run ``python -m distnet.train ARGS`` (under mpirun -n MPI if MPI > 0)."""
+    full_env = dict(os.environ, PYTHONPATH=str(REPO), DISTNET_OFFLINE="1")
+    full_env.update(env or {})
+    cmd = [sys.executable, "-m", "distnet.train", *map(str, args)]
+    if mpi:
+        cmd = [mpirun(), "-n", str(mpi)] + cmd
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def mpirun() -> str:
+    """The mpirun that belongs to this Python's environment (the mpich wheel's)."""
+    candidate = Path(sys.executable).with_name("mpirun")
+    return str(candidate) if candidate.exists() else "mpirun"
+
+
+@pytest.fixture
+def shared_data():
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.fail(f"real datasets expected in {SHARED_DATA} (the project's ../shared/data)")
+    return SHARED_DATA
