@@ -105,6 +105,8 @@ def save_in_dir(ckpt: Checkpoint, directory: str | os.PathLike, keep: int = 3) -
     """Write ``ckpt-<step>.npz`` and ``latest.npz`` in ``directory``; keep the newest ``keep``
     numbered ones (0 keeps all)."""
     directory = Path(directory)
+    for leftover in directory.glob(".*.npz.*.tmp"):  # from a writer killed mid-write
+        leftover.unlink(missing_ok=True)
     numbered = save(ckpt, directory / f"ckpt-{ckpt.step:08d}.npz")
     latest = save(ckpt, directory / LATEST)
     if keep > 0:

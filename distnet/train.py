@@ -36,6 +36,20 @@ def _set_blas_threads(argv) -> None:
             os.environ[var] = threads
 
 
+def load_both_splits(cfg, comm, load_dataset):
+    """Rank 0 loads (and downloads, if needed) first; the others then find the files in
+    place when they share its file system, instead of all downloading at once."""
+    def load():
+        return (load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download),
+                load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download))
+
+    if comm.size == 1:
+        return load()
+    result = load() if comm.rank == 0 else None
+    comm.barrier()  # if rank 0 failed, its abort ends everyone waiting here
+    return result if result is not None else load()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "numpy" not in sys.modules:
@@ -62,8 +76,7 @@ def main(argv=None) -> int:
             if comm.size > 1 and exc.code:
                 comm.abort(2)
             return int(exc.code or 0)
-        train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download)
-        test_set = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download)
+        train_set, test_set = load_both_splits(cfg, comm, load_dataset)
         if comm.size > 1:
             watchdog = Watchdog(comm, cfg.timeout).start()
         trainer = Trainer(cfg, comm, train_set, test_set, watchdog=watchdog)
@@ -76,12 +89,10 @@ def main(argv=None) -> int:
             print(f"distnet: final test accuracy {result['eval']['accuracy'] * 100:.2f}% "
                   f"after {result['step']} steps", flush=True)
         return 0
-    except (UserError, ValueError, OSError) as exc:
-        if not isinstance(exc, UserError) and isinstance(exc, OSError):
-            exc = UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
-        elif isinstance(exc, ValueError):
-            raise
+    except UserError as exc:
         fail(comm, exc)
+    except OSError as exc:  # e.g. a checkpoint or metrics path we may not write
+        fail(comm, UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
     except KeyboardInterrupt:
         print("distnet: interrupted", file=sys.stderr)
         if comm.size > 1:
