@@ -92,11 +92,17 @@ class InjectedFault(RuntimeError):
 
 
 def injected_fault_step(rank: int) -> int | None:
-    """Step after which this rank raises InjectedFault, from $DISTNET_INJECT_FAULT="RANK:STEP".
+    """Step after which this rank raises InjectedFault, from
+    $DISTNET_INJECT_FAULT="RANK:STEP[:ONCE_FILE]" (with ONCE_FILE, only while that file
+    does not exist yet; it is created when the fault fires, so a restarted job runs clean).
 
     A test hook: the fault tests use it to make one rank fail mid-training."""
     spec = os.environ.get("DISTNET_INJECT_FAULT", "")
-    target, _, step = spec.partition(":")
-    if target.isdigit() and step.isdigit() and int(target) == rank:
-        return int(step)
-    return None
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()) or int(parts[0]) != rank:
+        return None
+    if len(parts) == 3:
+        if os.path.exists(parts[2]):
+            return None
+        open(parts[2], "w").close()  # noqa: SIM115 - a marker file
+    return int(parts[1])
