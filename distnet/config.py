@@ -38,6 +38,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_steps: int = 100
     seed: int = 0
+    augment_shift: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
     a("--warmup-steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
     a("--seed", type=int, help=f"seed for weights and data order (default {d.seed})")
+    a("--augment-shift", type=int, metavar="PIXELS",
+      help=f"randomly translate training images by up to PIXELS (default {d.augment_shift})")
     a("--checkpoint-dir", metavar="DIR", help="write checkpoints here (a final one always)")
     a("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (0: never)")
     a("--keep-checkpoints", type=int, metavar="N", help=f"numbered checkpoints kept (default {d.keep_checkpoints})")
@@ -192,7 +195,8 @@ def validate(cfg: TrainConfig) -> None:
     if not 0 <= cfg.momentum < 1:
         bad("momentum", f"must be in [0, 1), got {cfg.momentum}")
     for flag, value in (("checkpoint-every", cfg.checkpoint_every), ("warmup-steps", cfg.warmup_steps),
-                        ("keep-checkpoints", cfg.keep_checkpoints), ("micro-batches", cfg.micro_batches)):
+                        ("keep-checkpoints", cfg.keep_checkpoints), ("micro-batches", cfg.micro_batches),
+                        ("augment-shift", cfg.augment_shift)):
         if value < 0:
             bad(flag, f"must be >= 0, got {value}")
     if cfg.eval_every is not None and cfg.eval_every < 0:

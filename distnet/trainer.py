@@ -51,7 +51,8 @@ class Trainer:
         self.criterion = CrossEntropyLoss()
         self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay)
-        self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size)
+        self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
+                                        max_shift=cfg.augment_shift)
         spe = self.loader.steps_per_epoch
         # The schedule spans all epochs; --max-steps only says where to stop (like a
         # preemption), so a run cut short and resumed follows the same learning rates.

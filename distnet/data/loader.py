@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .augment import batch_shifts, translate
+
 
 def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
     """The sample order of one epoch: a permutation drawn from (seed, epoch) alone."""
@@ -32,13 +34,17 @@ class GlobalBatchLoader:
     """Yields this rank's slice of each global batch, plus the global batch's size."""
 
     def __init__(self, dataset, global_batch: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True, drop_last: bool = False):
+                 shuffle: bool = True, drop_last: bool = False, max_shift: int = 0):
         if global_batch < 1:
             raise ValueError(f"global batch size must be >= 1, got {global_batch}")
         self.dataset = dataset
         self.global_batch = global_batch
         self.seed, self.rank, self.world = seed, rank, world
         self.shuffle, self.drop_last = shuffle, drop_last
+        self.max_shift = max_shift
+        # the normalised value of a black pixel fills what a shift uncovers
+        self._background = (-np.asarray(dataset.mean) / np.asarray(dataset.std)).astype(np.float32) \
+            if max_shift else None
         n = len(dataset)
         self.steps_per_epoch = n // global_batch if drop_last else math.ceil(n / global_batch)
         if self.steps_per_epoch == 0:
@@ -66,4 +72,8 @@ class GlobalBatchLoader:
         """(x, y, global_count) for this rank; x may have zero rows."""
         local, count = self.local_indices(epoch, index)
         x, y = self.dataset.batch(local)
+        if self.max_shift:
+            start, stop = shard_bounds(count, self.rank, self.world)
+            shifts = batch_shifts(count, self.max_shift, self.seed, epoch, index)[start:stop]
+            x = translate(x, shifts, self._background)
         return x, y, count
