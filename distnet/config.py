@@ -28,7 +28,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     model: str = "cnn2"
-    epochs: int = 8
+    epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 128
     optimizer: str = "adam"
@@ -38,7 +38,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_steps: int = 100
     seed: int = 0
-    augment_shift: int = 0
+    augment_shift: int = 2
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
