@@ -4,9 +4,11 @@ Tests under tests/mpi/ need several ranks: they are collected only by the MPI ru
 (``mpirun -n N python -m pytest --with-mpi tests/mpi``), which tests/test_mpi_suite.py
 starts, so one plain ``python -m pytest`` runs everything and skips nothing.
 """
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,38 @@ def shared_data():
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.fail(f"real datasets expected in {SHARED_DATA} (the project's ../shared/data)")
     return SHARED_DATA
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` (path -> bytes) and records the paths asked for in ``hits``."""
+
+    files: dict = {}
+    hits: list = []
+
+    def do_GET(self):
+        self.hits.append(self.path)
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A real HTTP server on 127.0.0.1 (network on for the test): yields (base URL, handler);
+    put bytes in ``handler.files["/path"]`` to serve them."""
+    monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
+    handler = type("Handler", (_FileHandler,), {"files": {}, "hits": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    httpd.shutdown()
+    httpd.server_close()

@@ -2,9 +2,7 @@
 mirror fallback, fast failure when nothing listens, and DISTNET_OFFLINE."""
 
 import hashlib
-import http.server
 import socket
-import threading
 import time
 
 import pytest
@@ -14,38 +12,6 @@ from distnet.errors import UserError
 
 GOOD = b"the real file\n" * 5000
 SHA = hashlib.sha256(GOOD).hexdigest()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    hits: list = []
-
-    def do_GET(self):
-        self.hits.append(self.path)
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
-    handler = type("Handler", (_Handler,), {"files": {}, "hits": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield base, handler
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _leftovers(folder):

@@ -3,9 +3,7 @@ downloading into the right place, and helpful errors when data cannot be had."""
 
 import dataclasses
 import hashlib
-import http.server
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -125,44 +123,22 @@ def test_changed_file_is_not_served_from_memory_cache(tmp_path):
     assert len(ds) == 30 and int(ds.images.max()) == 9
 
 
-def test_download_into_data_dir_from_mirror(tmp_path, monkeypatch):
+def test_download_into_data_dir_from_mirror(tmp_path, monkeypatch, server):
     """Real MNIST test files served over HTTP: the registry downloads, verifies and loads them."""
-    served = {f"/mnist/{p.name}": p.read_bytes() for p in EMBEDDED.glob("t10k-*.gz")}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = served.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{httpd.server_address[1]}"
-        spec = dataclasses.replace(registry.get_spec("mnist"), mirrors=(base + "/nothing/", base + "/mnist/"))
-        monkeypatch.setitem(registry._BY_NAME, "mnist", spec)
-        monkeypatch.delenv("DISTNET_OFFLINE")
-        target = tmp_path / "dl"
-        ds = load_dataset("mnist", "test", data_dir=target)
-        assert np.bincount(ds.labels).tolist()[:3] == [980, 1135, 1032]
-        assert sorted(p.name for p in target.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-        for f in spec.files[2:]:
-            assert hashlib.sha256((target / f.name).read_bytes()).hexdigest() == f.sha256
-        # With $DISTNET_DATA the download goes into $DISTNET_DATA/<name>/.
-        monkeypatch.setenv("DISTNET_DATA", str(tmp_path / "root"))
-        load_dataset("mnist", "test")
-        assert (tmp_path / "root" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    base, handler = server
+    handler.files.update({f"/mnist/{p.name}": p.read_bytes() for p in EMBEDDED.glob("t10k-*.gz")})
+    spec = dataclasses.replace(registry.get_spec("mnist"), mirrors=(base + "/nothing/", base + "/mnist/"))
+    monkeypatch.setitem(registry._BY_NAME, "mnist", spec)
+    target = tmp_path / "dl"
+    ds = load_dataset("mnist", "test", data_dir=target)
+    assert np.bincount(ds.labels).tolist()[:3] == [980, 1135, 1032]
+    assert sorted(p.name for p in target.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    for f in spec.files[2:]:
+        assert hashlib.sha256((target / f.name).read_bytes()).hexdigest() == f.sha256
+    # With $DISTNET_DATA the download goes into $DISTNET_DATA/<name>/.
+    monkeypatch.setenv("DISTNET_DATA", str(tmp_path / "root"))
+    load_dataset("mnist", "test")
+    assert (tmp_path / "root" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 def test_synthetic_through_registry():
