@@ -175,7 +175,7 @@ class Trainer:
                   f"{len(self.test_set)} test), {comm.size} rank(s), global batch {cfg.batch_size}, "
                   f"{self.total_steps} steps")
         window = np.zeros(3)  # loss sum, correct, count since the last log line
-        window_start = time.perf_counter()
+        window_time = 0.0  # training time in the window: evaluation and checkpoints excluded
         train_time = 0.0
         last = {"loss": float("nan"), "accuracy": 0.0, "images_per_sec": 0.0}
         final_eval = None
@@ -189,26 +189,24 @@ class Trainer:
             if comm.size > 1:
                 comm.allreduce(flags)
             window += flags[:3]
-            train_time += time.perf_counter() - t0
+            step_time = time.perf_counter() - t0
+            window_time += step_time
+            train_time += step_time
             if self.watchdog is not None:
                 self.watchdog.beat(self.step, "training")
             stopping = flags[3] > 0
             if self.step % cfg.log_every == 0 or self.step == self.total_steps or stopping:
-                elapsed = time.perf_counter() - window_start
-                last = {"loss": window[0] / max(window[2], 1), "accuracy": window[1] / max(window[2], 1),
-                        "images_per_sec": window[2] / elapsed if elapsed > 0 else 0.0}
+                last = self._window_figures(window, window_time)
                 coord.log("train", self.step, loss=last["loss"], accuracy=last["accuracy"],
                           lr=self.optimizer.lr, images_per_sec=last["images_per_sec"])
-                window[:] = 0
-                window_start = time.perf_counter()
-            coord.progress.update(self.step, coord.epoch_of(self.step), last["loss"], last["accuracy"],
-                                  last["images_per_sec"])
+                window[:], window_time = 0, 0.0
+            shown = self._window_figures(window, window_time) if window[2] else last
+            coord.progress.update(self.step, coord.epoch_of(self.step), shown["loss"], shown["accuracy"],
+                                  shown["images_per_sec"])
             if coord.should_evaluate(self.step) and not stopping:
                 final_eval = self._evaluate_and_log()
-                window_start = time.perf_counter()
             if coord.should_checkpoint(self.step) or stopping:
                 self._checkpoint()
-                window_start = time.perf_counter()
             if stopping:
                 coord.say(f"distnet: stopped by {self.stop.signal_name or 'a signal'} at step {self.step}; "
                           f"checkpoint written" if cfg.checkpoint_dir else
@@ -221,6 +219,13 @@ class Trainer:
                 self._checkpoint()
         coord.close()
         return {"step": self.step, "eval": final_eval, "train_time": train_time}
+
+    @staticmethod
+    def _window_figures(window, seconds: float) -> dict:
+        """Mean loss, accuracy and whole-job images/s over a window of steps."""
+        count = max(window[2], 1)
+        return {"loss": window[0] / count, "accuracy": window[1] / count,
+                "images_per_sec": window[2] / seconds if seconds > 0 else 0.0}
 
     def _evaluate_and_log(self) -> dict:
         result = self.evaluate()
