@@ -70,6 +70,7 @@ class Conv2d(Module):
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype), "bias") if bias else None
         self.compute_input_grad = True
         self._cache = None
+        self._workspace = {}  # scratch buffers reused from step to step (see kernels)
 
     def own_parameters(self):
         return [self.weight] + ([self.bias] if self.bias is not None else [])
@@ -78,14 +79,16 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"Conv2d expects (N, {self.in_channels}, H, W) input, got {x.shape}")
         bias = self.bias.data if self.bias is not None else None
-        y, self._cache = kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        y, self._cache = kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding,
+                                                self._workspace)
         return y
 
     def backward(self, grad_out):
         bias_grad = self.bias.grad if self.bias is not None else None
         return kernels.conv2d_backward(grad_out, self.weight.data, self._cache, self.stride,
                                        self.padding, self.weight.grad, bias_grad,
-                                       need_input_grad=self.compute_input_grad)
+                                       need_input_grad=self.compute_input_grad,
+                                       workspace=self._workspace)
 
     def __repr__(self):
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -1,0 +1,221 @@
+"""The fast paths of distnet.nn.kernels against plain reference implementations.
+
+The kernels keep activations in CHWN memory behind NCHW views, compute the stride-1 conv
+input gradient through a row-pitched scratch buffer in cache-sized blocks, reuse scratch
+buffers between steps, track max-pool winners with uint8 arithmetic, and let ReLU reuse a
+broadcast zero slice.  Each is checked here against a direct formulation, for odd shapes,
+both dtypes and the block splits, and for the layer contract (NCHW in and out, float32
+stays float32, returned arrays never alias scratch space).
+"""
+import numpy as np
+import pytest
+
+from distnet import nn
+from distnet.nn import kernels
+
+RNG = np.random.default_rng(7)
+
+
+def conv_reference(x, w, b, stride, padding):
+    """Direct cross-correlation with einsum over the (kh, kw) offsets, NCHW."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (wd + 2 * padding - kw) // stride + 1
+    y = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return y if b is None else y + b[None, :, None, None]
+
+
+def conv_reference_grads(x, w, g, stride, padding):
+    """dL/dx, dL/dW and dL/db of sum(conv(x) * g), by the transposed loops."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    oh, ow = g.shape[2], g.shape[3]
+    for i in range(kh):
+        for j in range(kw):
+            si = slice(i, i + stride * (oh - 1) + 1, stride)
+            sj = slice(j, j + stride * (ow - 1) + 1, stride)
+            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", g, xp[:, :, si, sj])
+            dxp[:, :, si, sj] += np.einsum("nohw,oc->nchw", g, w[:, :, i, j])
+    dx = dxp[:, :, padding:padding + h, padding:padding + wd]
+    return dx, dw, g.sum(axis=(0, 2, 3))
+
+
+CONV_CASES = [
+    # (N, C, H, W, O, kernel, stride, padding)
+    (64, 1, 28, 28, 6, 5, 1, 2),   # LeNet conv1
+    (8, 6, 14, 14, 16, 5, 1, 0),   # LeNet conv2
+    (3, 3, 9, 7, 4, 3, 1, 1),
+    (1, 2, 6, 6, 3, 3, 1, 2),      # batch of one, padding > kernel // 2
+    (2, 3, 7, 6, 4, 3, 2, 1),      # strided: the general col2im
+    (2, 2, 8, 8, 3, (2, 3), 1, 0),  # rectangular kernel
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "strided"])
+def test_conv_matches_reference_for_any_input_layout(case, layout):
+    n, c, h, w, o, k, stride, padding = case
+    conv = nn.Conv2d(c, o, k, stride=stride, padding=padding, rng=RNG, dtype=np.float64)
+    conv.bias.data[:] = RNG.standard_normal(o)
+    x = RNG.standard_normal((n, c, h, w))
+    if layout == "chwn":  # the memory our own layers produce
+        x = kernels.to_nchw(np.ascontiguousarray(kernels.to_chwn(x)))
+    elif layout == "strided":  # a non-contiguous view
+        x = np.repeat(x, 2, axis=3)[:, :, :, ::2]
+    y = conv(x)
+    np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, stride, padding),
+                               rtol=1e-10, atol=1e-10)
+    g = RNG.standard_normal(y.shape)
+    conv.zero_grad()
+    dx = conv.backward(g)
+    ref_dx, ref_dw, ref_db = conv_reference_grads(x, conv.weight.data, g, stride, padding)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.weight.grad, ref_dw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(conv.bias.grad, ref_db, rtol=1e-10, atol=1e-10)
+    assert dx.shape == x.shape
+
+
+@pytest.mark.parametrize("block_bytes", [1, 300, 4000, 40000, 1 << 30])
+def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, block_bytes):
+    """Blocks of one row, of several rows, of channel groups, or everything at once."""
+    monkeypatch.setattr(kernels, "_DX_BLOCK_BYTES", block_bytes)
+    conv = nn.Conv2d(5, 3, 3, padding=1, rng=RNG, dtype=np.float64)
+    x = RNG.standard_normal((3, 5, 7, 6))
+    g = RNG.standard_normal(conv(x).shape)
+    ref_dx, _, _ = conv_reference_grads(x, conv.weight.data, g, 1, 1)
+    for _ in range(2):  # the second call reuses the workspace buffers
+        np.testing.assert_allclose(conv.backward(g), ref_dx, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_workspace_never_aliases_results_and_follows_batch_size():
+    conv = nn.Conv2d(2, 3, 3, padding=1, rng=RNG)
+    results = []
+    for n in (4, 4, 3, 4):  # a smaller last batch, then the usual size again
+        x = RNG.standard_normal((n, 2, 5, 5)).astype(np.float32)
+        y = conv(x)
+        g = RNG.standard_normal(y.shape).astype(np.float32)
+        conv.zero_grad()
+        dx = conv.backward(g)
+        results.append((x, y, g, dx, y.copy(), dx.copy(), conv.weight.grad.copy()))
+    for x, y, g, dx, y_then, dx_then, dw_then in results:
+        # what a call returned is untouched by later calls
+        np.testing.assert_array_equal(y, y_then)
+        np.testing.assert_array_equal(dx, dx_then)
+        fresh = nn.Conv2d(2, 3, 3, padding=1)
+        fresh.weight.data[...] = conv.weight.data
+        fresh.bias.data[...] = conv.bias.data
+        np.testing.assert_allclose(fresh(x), y_then, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fresh.backward(g), dx_then, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(fresh.weight.grad, dw_then, rtol=1e-4, atol=1e-4)
+    assert len(conv._workspace) <= 4  # one buffer per kind, not one per batch size
+
+
+def maxpool_reference(x, k, stride):
+    """Loops: output max and dx with the whole gradient on the first maximum."""
+    n, c, h, w = x.shape
+    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.zeros((n, c, oh, ow))
+    first = np.zeros((n, c, oh, ow, 2), dtype=int)
+    for a in range(oh):
+        for b in range(ow):
+            win = x[:, :, a * stride:a * stride + k, b * stride:b * stride + k].reshape(n, c, -1)
+            pos = win.argmax(axis=2)  # argmax returns the first maximum
+            out[:, :, a, b] = win.max(axis=2)
+            first[:, :, a, b] = np.stack([a * stride + pos // k, b * stride + pos % k], axis=-1)
+    return out, first
+
+
+@pytest.mark.parametrize("shape,k,stride", [((3, 4, 8, 8), 2, 2), ((2, 3, 7, 9), 2, 2),
+                                            ((2, 2, 7, 7), 3, 2), ((2, 2, 6, 6), 3, 1),
+                                            ((1, 1, 4, 4), 4, 4)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_maxpool_winner_tracking_matches_reference(shape, k, stride, ties):
+    x = RNG.standard_normal(shape)
+    if ties:  # few distinct values: plenty of ties, like the zeros after a ReLU
+        x = np.maximum(np.round(x), 0)
+    pool = nn.MaxPool2d(k, stride)
+    y = pool(x)
+    out, first = maxpool_reference(x, k, stride)
+    np.testing.assert_array_equal(y, out)
+    g = RNG.standard_normal(y.shape)
+    expected = np.zeros_like(x)
+    n, c, oh, ow = g.shape
+    for i in range(n):
+        for j in range(c):
+            for a in range(oh):
+                for b in range(ow):
+                    r, s = first[i, j, a, b]
+                    expected[i, j, r, s] += g[i, j, a, b]
+    np.testing.assert_allclose(pool.backward(g), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_all_equal_window_sends_gradient_to_first_position_only():
+    pool = nn.MaxPool2d(2)
+    x = np.zeros((1, 1, 2, 4), dtype=np.float32)
+    x[0, 0, 1, 3] = 5.0
+    x[0, 0, 0, 2] = 5.0  # tie between positions (0, 0) and (1, 1) of the second window
+    pool(x)
+    dx = pool.backward(np.array([[[[1.0, 2.0]]]], dtype=np.float32))
+    np.testing.assert_array_equal(dx, [[[[1.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 0.0]]]])
+    assert dx.dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RNG.standard_normal((4, 5)),
+    lambda: RNG.standard_normal((3, 1)),
+    lambda: RNG.standard_normal(7),
+    lambda: kernels.to_nchw(RNG.standard_normal((3, 4, 5, 2))),  # CHWN memory
+    lambda: RNG.standard_normal((2, 3, 4, 6))[:, :, :, ::2],     # non-contiguous
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_with_cached_zero_slice(make, dtype):
+    relu = nn.ReLU()
+    for _ in range(2):  # the second call reuses the zeros
+        x = make().astype(dtype)
+        y = relu(x)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        assert y.dtype == dtype
+        g = RNG.standard_normal(x.shape).astype(dtype)
+        np.testing.assert_array_equal(relu.backward(g), np.where(x > 0, g, 0))
+
+
+def test_float32_stays_float32_through_lenet():
+    model = nn.build_model("lenet5", (1, 28, 28), 10)
+    model.input_grad = True
+    crit = nn.CrossEntropyLoss()
+    h = RNG.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    for layer in model.layers:
+        h = layer(h)
+        assert h.dtype == np.float32, layer
+    crit(h, np.arange(5))
+    g = crit.backward()
+    assert g.dtype == np.float32
+    for layer in reversed(model.layers):
+        g = layer.backward(g)
+        assert g.dtype == np.float32, layer
+    assert model.flat_grads.dtype == np.float32
+
+
+def test_lenet_float32_training_step_matches_float64():
+    """The whole fast path in float32 agrees with the float64 one to float32 precision."""
+    x = RNG.standard_normal((16, 1, 28, 28))
+    labels = RNG.integers(0, 10, 16)
+    grads = []
+    for dtype in (np.float32, np.float64):
+        model = nn.build_model("lenet5", (1, 28, 28), 10, seed=5, dtype=dtype)
+        model.input_grad = False
+        crit = nn.CrossEntropyLoss()
+        crit(model(x.astype(dtype)), labels)
+        model.zero_grad()
+        model.backward(crit.backward())
+        grads.append(model.flat_grads.astype(np.float64))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=2e-3, atol=2e-5)
