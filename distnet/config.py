@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--bucket-mb", type=float, help=f"bucket size for --overlap in MiB (default {d.bucket_mb:g})")
     a("--deterministic", action="store_true", help="bitwise identical results for any number of ranks (slower)")
     a("--micro-batches", type=int, metavar="K", help="micro-batches per global batch for --deterministic (default: 8 or the world size)")
-    a("--threads", type=int, help="BLAS threads per process (default: cores / local ranks)")
+    a("--threads", type=int, help="BLAS threads per process (default 1: use more ranks for more cores)")
     a("--no-download", dest="download", action="store_false", help="never try to download data")
     return p
 

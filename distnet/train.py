@@ -10,29 +10,26 @@ import sys
 
 
 def _set_blas_threads(argv) -> None:
-    """Give each process its share of the cores, before NumPy loads its BLAS.
+    """One BLAS thread per process unless ``--threads N`` says otherwise, set before NumPy
+    loads its BLAS.
 
-    Several ranks on one machine each running all-cores BLAS would oversubscribe the CPU;
-    ``--threads N`` overrides, an explicit OPENBLAS/OMP_NUM_THREADS in the environment wins."""
+    Why one: the kernels' matrices are small, and OpenBLAS threads that share a core with
+    anything else (another rank, the data loading, another job) wait on each other; on the
+    2-core machine we measured cnn2 at 2,918 images/s with one thread and 55 with two
+    (``python -m distnet.bench``).  More cores are used by running more ranks
+    (``mpirun -n <cores>``).  An OPENBLAS/OMP/MKL_NUM_THREADS already set in the environment
+    is kept unless ``--threads`` is given."""
     threads = None
     for i, arg in enumerate(argv):
         if arg == "--threads" and i + 1 < len(argv):
             threads = argv[i + 1]
         elif arg.startswith("--threads="):
             threads = arg.split("=", 1)[1]
-    if threads is None and "--deterministic" in argv:
-        threads = "1"  # BLAS results may depend on the thread count
-    if threads is None:
-        local = os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or "1"
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            cores = os.cpu_count() or 1
-        threads = str(max(1, cores // max(1, int(local) if local.isdigit() else 1)))
-    if not threads.isdigit():
-        return  # the argument parser reports it
+    explicit = threads is not None
+    if not explicit or not threads.isdigit():
+        threads = "1"  # a bad --threads value is reported by the argument parser
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        if "--threads" in " ".join(argv) or var not in os.environ:
+        if explicit or var not in os.environ:
             os.environ[var] = threads
 
 
