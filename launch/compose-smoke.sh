@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Smoke test of the docker-compose cluster (launch/README-multinode.md), run from anywhere:
+#
+#   launch/compose-smoke.sh              3 nodes x 1 process train cnn2 on MNIST for one epoch;
+#                                        checks the checkpoint and metrics in the volume
+#   launch/compose-smoke.sh --kill-test  also: kill a worker mid-training (the job must fail
+#                                        within 30 s), rerun, and check that it resumed
+#   launch/compose-smoke.sh --compare    also: the same job in one container, for the timing
+#
+# It prepares the machine with ../shared/tools/container-host.sh when docker is not ready,
+# uses its own compose project (distnet-smoke), removes it (containers, network, volumes)
+# at the end, and exits non-zero on any failure. Environment: SMOKE_WORKERS (2),
+# SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
+# SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds).
+set -euo pipefail
+
+# The whole script is one function, parsed before it runs: editing the file while it runs
+# (e.g. a git checkout) cannot change what a running smoke test does.
+main() {
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+KILL_TEST=0 COMPARE=0
+for arg in "$@"; do
+  case "$arg" in
+    --kill-test) KILL_TEST=1 ;;
+    --compare) COMPARE=1 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    *) echo "compose-smoke: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+
+PROJECT=distnet-smoke
+WORKERS=${SMOKE_WORKERS:-2}
+PPN=${SMOKE_PPN:-1}
+TRAIN=${SMOKE_TRAIN_ARGS:---epochs 1}
+MIN_ACC=${SMOKE_MIN_ACCURACY:-0.9}
+KILL_DEADLINE=${SMOKE_KILL_DEADLINE:-30}
+IMAGE=distnet-node:latest
+LOGDIR=$(mktemp -d /tmp/compose-smoke.XXXXXX)
+T0=$(date +%s)
+
+say() { echo "[compose-smoke +$(( $(date +%s) - T0 ))s] $*"; }
+fail() { echo "[compose-smoke] FAILED: $*" >&2; exit 1; }
+
+# 1. Docker, docker-compose and the python:3.11-slim base (the host script is idempotent).
+if ! docker info >/dev/null 2>&1 || ! docker image inspect python:3.11-slim >/dev/null 2>&1 \
+   || ! { command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1; }; then
+  host_script=$ROOT/../shared/tools/container-host.sh
+  [ -x "$host_script" ] || host_script=/work/shared/tools/container-host.sh
+  say "docker not ready; running $host_script"
+  if [ "$(id -u)" = 0 ]; then bash "$host_script"; else sudo bash "$host_script"; fi
+fi
+if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=(docker compose); fi
+dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
+
+cleanup() {
+  local rc=$?
+  dc down -v --remove-orphans >/dev/null 2>&1 || true
+  if [ $rc -ne 0 ]; then echo "[compose-smoke] logs kept in $LOGDIR" >&2; else rm -rf "$LOGDIR"; fi
+  exit $rc
+}
+trap cleanup EXIT
+dc down -v --remove-orphans >/dev/null 2>&1 || true   # leftovers of an interrupted run
+
+project_ids() { docker ps -q --filter "label=com.docker.compose.project=$PROJECT" "$@"; }
+runs_volume() {
+  docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+                      --filter "label=com.docker.compose.volume=runs"
+}
+# step of latest.npz and the last eval accuracy of metrics.jsonl in the runs volume
+read_results() {
+  local vol
+  vol=$(runs_volume)
+  [ -n "$vol" ] || fail "no runs volume for project $PROJECT"
+  docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
+import json, numpy as np
+z = np.load("/v/checkpoints/latest.npz", allow_pickle=False)
+step, params = int(z["step"]), z["params"]
+assert params.ndim == 1 and params.size > 0 and np.isfinite(params).all(), "bad params in latest.npz"
+evals = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
+evals = [e for e in evals if e.get("event") == "eval"]
+print(step, *((evals[-1]["step"], evals[-1]["accuracy"]) if evals else ("none", "none")))'
+}
+# run the cluster in the foreground: up_job LOG WORKERS TRAIN_ARGS; sets UP_RC and UP_SECONDS
+up_job() {
+  local log=$1 workers=$2 train=$3 start
+  start=$(date +%s.%N)
+  set +e
+  DISTNET_WORKERS=$workers DISTNET_PROCS_PER_NODE=$PPN TRAIN_ARGS=$train \
+    dc up --exit-code-from coordinator --abort-on-container-exit >"$log" 2>&1
+  UP_RC=$?
+  set -e
+  UP_SECONDS=$(python3 -c "import sys, time; print(round(time.time() - float(sys.argv[1]), 1))" "$start")
+}
+
+# 2. Build (layers cached after the first time).
+say "building $IMAGE"
+dc build >"$LOGDIR/build.log" 2>&1 || { tail -30 "$LOGDIR/build.log" >&2; fail "docker-compose build"; }
+# No key in the image: no sshd host keys, no private key where ssh or the launcher look.
+found=$(docker run --rm --network none "$IMAGE" sh -c \
+  'ls /etc/ssh/ssh_host_* 2>/dev/null; grep -rlsIE -e "BEGIN [A-Z ]*PRIVATE KEY" /etc/ssh /home /root /opt/distnet-launch /run /rendezvous /data 2>/dev/null' || true)
+[ -z "$found" ] || fail "the image contains key material: $found"
+
+# 3. The job: 1 coordinator + WORKERS workers, PPN processes each.
+nodes=$((WORKERS + 1))
+say "training on $nodes nodes x $PPN process(es): TRAIN_ARGS=$TRAIN"
+up_job "$LOGDIR/up.log" "$WORKERS" "$TRAIN"
+grep -E "coordinator" "$LOGDIR/up.log" | grep -vE "^(Creating|Starting|Stopping)" | tail -8 || true
+[ "$UP_RC" = 0 ] || { tail -40 "$LOGDIR/up.log" >&2; fail "docker-compose up exited with $UP_RC"; }
+[ -z "$(project_ids)" ] || fail "containers still running after the job: $(project_ids)"
+grep -q "$nodes node(s)" "$LOGDIR/up.log" || fail "the coordinator did not see $nodes nodes"
+read -r step eval_step acc < <(read_results) || fail "cannot read the checkpoint/metrics"
+say "3-node job: exit 0 in ${UP_SECONDS}s; latest.npz at step $step; last eval (step $eval_step) accuracy $acc"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$acc" "$MIN_ACC" \
+  || fail "accuracy $acc < $MIN_ACC"
+[ "$step" = "$eval_step" ] || fail "checkpoint step $step != last eval step $eval_step"
+MULTI_SECONDS=$UP_SECONDS
+
+# 4. Optional: the same job in one container (no workers).
+if [ $COMPARE = 1 ]; then
+  dc down -v >/dev/null 2>&1
+  say "the same job in 1 container"
+  up_job "$LOGDIR/up-single.log" 0 "$TRAIN"
+  [ "$UP_RC" = 0 ] || { tail -40 "$LOGDIR/up-single.log" >&2; fail "1-container run exited with $UP_RC"; }
+  read -r step eval_step acc < <(read_results)
+  say "1-container job: exit 0 in ${UP_SECONDS}s; step $step; accuracy $acc"
+  say "wall time: $nodes nodes ${MULTI_SECONDS}s, 1 node ${UP_SECONDS}s"
+fi
+
+# 5. Optional: lose a worker mid-training, then rerun and resume.
+if [ $KILL_TEST = 1 ]; then
+  dc down -v >/dev/null 2>&1
+  kill_train=${SMOKE_KILL_TRAIN_ARGS:---epochs 1 --max-steps 200 --checkpoint-every 25}
+  say "kill test: TRAIN_ARGS=$kill_train"
+  ( up_job "$LOGDIR/kill.log" "$WORKERS" "$kill_train"; echo "$UP_RC" >"$LOGDIR/kill.rc"; date +%s.%N >"$LOGDIR/kill.end" ) &
+  up_pid=$!
+  coordinator=""
+  for _ in $(seq 1 600); do   # until rank 0 has written a checkpoint past step 25
+    coordinator=$(project_ids --filter label=com.docker.compose.service=coordinator | head -1)
+    if [ -n "$coordinator" ] && docker exec "$coordinator" sh -c \
+         'ls /data/checkpoints 2>/dev/null | grep -qE "^ckpt-0*([5-9][0-9]|[1-9][0-9][0-9]+)\.npz$"' 2>/dev/null; then
+      break
+    fi
+    [ -e "$LOGDIR/kill.end" ] && { cat "$LOGDIR/kill.log" >&2; fail "the job ended before the kill"; }
+    sleep 1
+  done
+  victim=$(project_ids --filter label=com.docker.compose.service=worker | head -1)
+  [ -n "$victim" ] || fail "no running worker to kill"
+  killed_at=$(date +%s.%N)
+  docker kill "$victim" >/dev/null
+  say "killed worker container $(docker inspect -f '{{.Name}}' "$victim")"
+  wait "$up_pid" || true
+  kill_rc=$(cat "$LOGDIR/kill.rc")
+  took=$(python3 -c "import sys; print(round(float(open(sys.argv[1]).read()) - float(sys.argv[2]), 1))" "$LOGDIR/kill.end" "$killed_at")
+  grep -E "coordinator" "$LOGDIR/kill.log" | tail -6 || true
+  say "after the kill: docker-compose up exited with $kill_rc after ${took}s"
+  [ "$kill_rc" != 0 ] || fail "the job exited 0 after losing a worker"
+  python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$took" "$KILL_DEADLINE" \
+    || fail "the job took ${took}s (> ${KILL_DEADLINE}s) to end after losing a worker"
+  [ -z "$(project_ids)" ] || fail "containers still running after the failed job"
+  read -r saved _ _ < <(read_results)
+  say "last checkpoint before the rerun: step $saved; rerunning the same command"
+  up_job "$LOGDIR/resume.log" "$WORKERS" "$kill_train"
+  grep -E "coordinator" "$LOGDIR/resume.log" | grep -E "resumed|final" || true
+  [ "$UP_RC" = 0 ] || { tail -40 "$LOGDIR/resume.log" >&2; fail "the rerun exited with $UP_RC"; }
+  grep -q "resumed from /data/checkpoints/latest.npz at step $saved" "$LOGDIR/resume.log" \
+    || fail "the rerun did not resume from step $saved"
+  read -r step _ acc < <(read_results)
+  say "rerun: resumed at step $saved, finished at step $step (accuracy $acc) in ${UP_SECONDS}s"
+fi
+
+say "OK (total $(( $(date +%s) - T0 ))s)"
+}
+
+main "$@"
