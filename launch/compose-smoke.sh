@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of the docker-compose cluster (launch/README-multinode.md), run from anywhere:
+# Smoke test of the docker-compose cluster (README.md, "Multi-node training with docker-compose"), run from anywhere:
 #
 #   launch/compose-smoke.sh              3 nodes x 1 process train cnn2 on MNIST for one epoch;
 #                                        checks the checkpoint and metrics in the volume
