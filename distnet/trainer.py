@@ -213,10 +213,10 @@ class Trainer:
                           f"distnet: stopped by a signal at step {self.step}")
                 break
         else:
-            if final_eval is None or final_eval["step"] != self.step:
+            # the last step evaluated and checkpointed already; this is for a run resumed
+            # at its end, which trains nothing but still reports its accuracy
+            if final_eval is None:
                 final_eval = self._evaluate_and_log()
-            if cfg.checkpoint_dir and not coord.should_checkpoint(self.step):
-                self._checkpoint()
         coord.close()
         return {"step": self.step, "eval": final_eval, "train_time": train_time}
 
