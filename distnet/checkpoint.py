@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UserError
 
 FORMAT_VERSION = 1
@@ -66,39 +66,12 @@ def _to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
-    """Write ``ckpt`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``ckpt`` to ``path`` atomically and durably."""
     arrays = _to_arrays(ckpt)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_write(path, durable=True) as f:
+        np.savez(f, **arrays)
+    return Path(path)
 
 
 def save_in_dir(ckpt: Checkpoint, directory: str | os.PathLike, keep: int = 3) -> Path:

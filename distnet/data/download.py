@@ -18,11 +18,11 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from distnet.atomic import atomic_write
 from distnet.errors import UserError
 
 from ._util import oneline
@@ -58,35 +58,32 @@ def _reason(exc: BaseException) -> str:
     return oneline(text)
 
 
+class _ChecksumMismatch(Exception):
+    pass
+
+
 def _try_one(url: str, dest: Path, sha256: str, timeout: float) -> str | None:
     """Download ``url`` to ``dest`` if its checksum is right; None on success, else why not."""
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        h = hashlib.sha256()
-        size = 0
-        with os.fdopen(fd, "wb") as out:
+        with atomic_write(dest, suffix=".part") as out:
+            h = hashlib.sha256()
+            size = 0
             request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     h.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
-        got = h.hexdigest()
-        if got != sha256.lower():
-            return f"checksum mismatch: got sha256 {got[:16]}... for {size} bytes, expected {sha256[:16]}..."
-        os.replace(tmp, dest)
-        tmp = None
+            got = h.hexdigest()
+            if got != sha256.lower():  # leaving the block by an exception discards the file
+                raise _ChecksumMismatch(f"checksum mismatch: got sha256 {got[:16]}... for {size} bytes, "
+                                        f"expected {sha256[:16]}...")
         return None
+    except _ChecksumMismatch as exc:
+        return str(exc)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         # ValueError: a malformed URL. OSError covers timeouts, refused connections, disk errors.
         return _reason(exc)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 class DownloadError(UserError):

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from distnet.atomic import atomic_write
 from distnet.errors import UserError
 
 from ._util import default_cache_dir, oneline
@@ -143,22 +143,11 @@ def _load_cache(path: Path, n: int):
 
 def _save_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     """Write atomically; a cache that cannot be written (read-only disk) is only logged."""
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             np.savez(f, images=images, labels=labels)
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         log.warning("could not write image cache %s: %s", path, oneline(exc))
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def load_image_folder(root, split: str, cache_dir=None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
