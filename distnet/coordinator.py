@@ -8,7 +8,6 @@ side of it.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -76,8 +75,3 @@ class Coordinator:
             if self._metrics is not None:
                 self._metrics.close()
 
-
-def warn(rank: int, text: str) -> None:
-    """Warnings from any rank go to stderr, prefixed with the rank when there are several."""
-    prefix = f"distnet: warning: rank {rank}: " if rank else "distnet: warning: "
-    print(prefix + text, file=sys.stderr, flush=True)
