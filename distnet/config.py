@@ -148,7 +148,9 @@ def _coerce(name: str, value, source: str):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    wrong_type = kind is not None and not isinstance(value, kind)
+    bool_for_number = isinstance(value, bool)  # True is an int to Python, not to a user
+    if wrong_type or bool_for_number:
         raise UserError(f"{source}: {name.replace('_', '-')} must be {kind.__name__}, got {value!r}")
     return value
 

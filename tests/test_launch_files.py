@@ -29,20 +29,9 @@ def load_rendezvous():
 rdv = load_rendezvous()
 
 
-def top_level_blocks(text: str) -> dict[str, str]:
-    """Top-level YAML keys -> their indented bodies (enough for this flat compose file)."""
-    blocks, key = {}, None
-    for line in text.splitlines():
-        m = re.match(r"^([A-Za-z0-9_.-]+):(.*)$", line)
-        if m:
-            key = m.group(1)
-            blocks[key] = m.group(2) + "\n"
-        elif key is not None:
-            blocks[key] += line + "\n"
-    return blocks
-
-
 def child_blocks(body: str, indent: int = 2) -> dict[str, str]:
+    """YAML keys at ``indent`` spaces -> their indented bodies (enough for this flat compose
+    file); ``indent=0`` gives the top-level blocks."""
     blocks, key = {}, None
     pad = " " * indent
     for line in body.splitlines():
@@ -53,6 +42,10 @@ def child_blocks(body: str, indent: int = 2) -> dict[str, str]:
         elif key is not None:
             blocks[key] += line + "\n"
     return blocks
+
+
+def top_level_blocks(text: str) -> dict[str, str]:
+    return child_blocks(text, indent=0)
 
 
 # ---------------------------------------------------------------- docker-compose.yml

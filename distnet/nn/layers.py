@@ -95,8 +95,10 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding})")
 
 
-class MaxPool2d(Module):
-    """Max pooling; windows may overlap (stride < kernel).  stride defaults to kernel_size."""
+class _Pool2d(Module):
+    """Shared bookkeeping of the pooling layers; the kernels differ, nothing else."""
+
+    _forward = _backward = None  # the kernels, set by each subclass
 
     def __init__(self, kernel_size, stride=None):
         self.kernel_size = _pair(kernel_size)
@@ -104,33 +106,26 @@ class MaxPool2d(Module):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = kernels.maxpool_forward(x, *self.kernel_size, self.stride)
+        y, self._cache = type(self)._forward(x, *self.kernel_size, self.stride)
         return y
 
     def backward(self, grad_out):
-        return kernels.maxpool_backward(grad_out, *self.kernel_size, self.stride, self._cache)
+        return type(self)._backward(grad_out, *self.kernel_size, self.stride, self._cache)
 
     def __repr__(self):
-        return f"MaxPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
+        return f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride})"
 
 
-class AvgPool2d(Module):
+class MaxPool2d(_Pool2d):
+    """Max pooling; windows may overlap (stride < kernel).  stride defaults to kernel_size."""
+
+    _forward, _backward = kernels.maxpool_forward, kernels.maxpool_backward
+
+
+class AvgPool2d(_Pool2d):
     """Average pooling over each window; stride defaults to kernel_size."""
 
-    def __init__(self, kernel_size, stride=None):
-        self.kernel_size = _pair(kernel_size)
-        self.stride = int(stride) if stride is not None else self.kernel_size[0]
-        self._shape = None
-
-    def forward(self, x):
-        y, self._shape = kernels.avgpool_forward(x, *self.kernel_size, self.stride)
-        return y
-
-    def backward(self, grad_out):
-        return kernels.avgpool_backward(grad_out, *self.kernel_size, self.stride, self._shape)
-
-    def __repr__(self):
-        return f"AvgPool2d(kernel_size={self.kernel_size}, stride={self.stride})"
+    _forward, _backward = kernels.avgpool_forward, kernels.avgpool_backward
 
 
 class Flatten(Module):
