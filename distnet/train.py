@@ -1,7 +1,7 @@
 """``python -m distnet.train``: train on one process, or data-parallel under ``mpirun``.
 
 This module only wires things together; numerics live in nn/ and optim/, data in data/,
-communication and the failure policy in dist/, rank 0's duties in coordinator.py.
+communication and the failure policy in distributed/, rank 0's duties in coordinator.py.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "numpy" not in sys.modules:
         _set_blas_threads(argv)
-    from .dist import get_communicator
-    from .dist.faults import Watchdog, fail, install_excepthook
+    from .distributed import get_communicator
+    from .distributed.faults import Watchdog, fail, install_excepthook
     from .errors import UserError
 
     try:

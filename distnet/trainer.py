@@ -15,9 +15,9 @@ import numpy as np
 from . import checkpoint as ckpt_io
 from .coordinator import Coordinator
 from .data.loader import GlobalBatchLoader, shard_bounds
-from .dist.deterministic import DeterministicStep
-from .dist.faults import InjectedFault, injected_fault_step
-from .dist.sync import GradientSync
+from .distributed.deterministic import DeterministicStep
+from .distributed.faults import InjectedFault, injected_fault_step
+from .distributed.sync import GradientSync
 from .errors import UserError
 from .nn import CrossEntropyLoss, build_model
 from .optim import make_optimizer, make_schedule

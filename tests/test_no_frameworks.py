@@ -24,7 +24,7 @@ def test_source_imports_no_framework():
 def test_importing_everything_loads_no_framework():
     code = ("import sys, pkgutil, importlib, distnet\n"
             "for m in pkgutil.walk_packages(distnet.__path__, 'distnet.'):\n"
-            "    if m.name != 'distnet.dist.mpi': importlib.import_module(m.name)\n"
+            "    if m.name != 'distnet.distributed.mpi': importlib.import_module(m.name)\n"
             f"bad = [m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r}]\n"
             "print(len([m for m in sys.modules if m.startswith('distnet')]), bad)\n"
             "assert not bad, bad\n")

@@ -9,9 +9,9 @@ import pytest
 from distnet.config import TrainConfig
 from distnet.data.loader import GlobalBatchLoader
 from distnet.data.synthetic import synthetic
-from distnet.dist import SingleProcessCommunicator, get_communicator
-from distnet.dist.deterministic import pairwise_sum
-from distnet.dist.sync import GradientSync
+from distnet.distributed import SingleProcessCommunicator, get_communicator
+from distnet.distributed.deterministic import pairwise_sum
+from distnet.distributed.sync import GradientSync
 from distnet.nn import CrossEntropyLoss, build_model
 from distnet.trainer import Trainer
 
