@@ -6,6 +6,10 @@ Layout of a checkpoint file:
   optim/<key>     arrays    the optimizer's flat state dict
   step, epoch, position, seed  ints: completed steps, current epoch, next batch index in it
   config          str       the run's configuration as JSON (model, dataset, batch size, ...)
+  buffers         float32   non-trainable state (BatchNorm running statistics), one flat vector
+  meta            str       JSON: what rebuilds the model and its input pipeline without the
+                            run's configuration (model origin and arguments, input shape, class
+                            names, normalisation, task, loss)
   checksum        str       SHA-256 over every other entry's name, dtype, shape and bytes
 
 Writing goes to a temporary file in the same directory, is fsync'ed, then renamed over the
@@ -26,7 +30,8 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before buffers and meta; read as empty ones
 LATEST = "latest.npz"
 
 
@@ -39,6 +44,8 @@ class Checkpoint:
     position: int
     seed: int
     config: dict = field(default_factory=dict)
+    buffers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    meta: dict = field(default_factory=dict)
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -59,6 +66,8 @@ def _to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         "position": np.array(ckpt.position, dtype=np.int64),
         "seed": np.array(ckpt.seed, dtype=np.int64),
         "config": np.array(json.dumps(ckpt.config, sort_keys=True)),
+        "buffers": np.ascontiguousarray(ckpt.buffers, dtype=np.float32),
+        "meta": np.array(json.dumps(ckpt.meta, sort_keys=True)),
     }
     for key, value in ckpt.optimizer.items():
         arrays[f"optim/{key}"] = np.asarray(value)
@@ -105,16 +114,21 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if missing:
         raise UserError(f"{path}: not a distnet checkpoint (missing {', '.join(sorted(missing))})")
     version = int(arrays["format_version"])
-    if version != FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format version {version}, this distnet reads {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{path}: checkpoint format version {version}, this distnet reads "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
+    if version >= 2 and not {"buffers", "meta"} <= arrays.keys():
+        raise UserError(f"{path}: not a distnet checkpoint (missing buffers or meta)")
     stored = str(arrays.pop("checksum"))
     if _checksum(arrays) != stored:
         raise UserError(f"{path}: checksum mismatch: the checkpoint is corrupt")
     try:
         config = json.loads(str(arrays["config"]))
+        meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
     except json.JSONDecodeError:
         raise UserError(f"{path}: checkpoint configuration is not valid JSON") from None
+    buffers = arrays.get("buffers", np.zeros(0, np.float32))
     optimizer = {key[len("optim/"):]: value for key, value in arrays.items() if key.startswith("optim/")}
     return Checkpoint(params=arrays["params"], optimizer=optimizer, step=int(arrays["step"]),
                       epoch=int(arrays["epoch"]), position=int(arrays["position"]),
-                      seed=int(arrays["seed"]), config=config)
+                      seed=int(arrays["seed"]), config=config, buffers=buffers, meta=meta)
