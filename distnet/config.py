@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+LOSSES = ("cross-entropy", "mse")
 SCHEDULES = ("constant", "step", "cosine")
 
 
@@ -28,6 +29,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     model: str = "cnn2"
+    loss: str = "cross-entropy"
     epochs: int = 10
     max_steps: int | None = None
     batch_size: int = 128
@@ -60,10 +62,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Settings that must match between a checkpoint and the run resuming it.
-RESUME_MUST_MATCH = ("dataset", "model", "batch_size", "seed", "optimizer", "deterministic", "micro_batches")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is the one line ``distnet: error: ...`` and exit 2."""
 
@@ -80,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS)
     a = p.add_argument
     a("--config", metavar="FILE.toml", help="TOML file whose keys are these flags' names")
-    a("--dataset", help=f"mnist, fashion-mnist, cifar10 or synthetic (default {d.dataset})")
+    a("--dataset", help=f"mnist, fashion-mnist, cifar10, synthetic, or npz:PATH for an .npz holding "
+      f"x_train, y_train, x_test, y_test (default {d.dataset})")
     a("--data-dir", metavar="DIR", help="directory holding the dataset's files (default: $DISTNET_DATA, "
       "else a cache directory; MNIST falls back to the copy inside the package)")
-    a("--model", help=f"lenet5, cnn2, mlp or cifar-cnn (default {d.model})")
+    a("--model", help=f"lenet5, cnn2, mlp, cifar-cnn, or your own: path/to/file.py:function or "
+      f"package.module:function, a function (input_shape, num_classes) -> Sequential (default {d.model})")
+    a("--loss", choices=LOSSES, help=f"cross-entropy (integer labels) or mse (float targets, regression; "
+      f"reports the test loss instead of accuracy) (default {d.loss})")
     a("--epochs", type=int, help=f"number of epochs (default {d.epochs})")
     a("--max-steps", type=int, help="stop after this many optimizer steps in total")
     a("--batch-size", type=int, help=f"GLOBAL batch size, split over the ranks (default {d.batch_size})")
@@ -176,10 +178,14 @@ def validate(cfg: TrainConfig) -> None:
     from .data import list_datasets
     from .nn import MODELS
 
-    if cfg.model not in MODELS:
-        bad("model", f"unknown model {cfg.model!r}; choose from {', '.join(MODELS)}")
-    if cfg.dataset not in list_datasets():
-        bad("dataset", f"unknown dataset {cfg.dataset!r}; choose from {', '.join(list_datasets())}")
+    if cfg.model not in MODELS and ":" not in cfg.model:
+        bad("model", f"unknown model {cfg.model!r}; choose from {', '.join(MODELS)}, or give "
+                     f"path/to/file.py:function or package.module:function")
+    if cfg.dataset not in list_datasets() and not (cfg.dataset.startswith("npz:") and len(cfg.dataset) > 4):
+        bad("dataset", f"unknown dataset {cfg.dataset!r}; choose from {', '.join(list_datasets())} "
+                       f"or npz:PATH")
+    if cfg.loss not in LOSSES:
+        bad("loss", f"must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
     if cfg.epochs < 1:
         bad("epochs", f"must be >= 1, got {cfg.epochs}")
     if cfg.max_steps is not None and cfg.max_steps < 1:

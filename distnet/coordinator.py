@@ -17,34 +17,47 @@ from .progress import ProgressBar
 
 
 class Coordinator:
-    def __init__(self, cfg, rank: int, steps_per_epoch: int, total_steps: int):
-        self.cfg = cfg
+    """Built from plain values (``fit``'s keywords), not from the command line's config.
+
+    ``records`` holds every metric line as a dict on EVERY rank (the figures are reduced
+    over the ranks before they are logged), so ``fit`` can return them everywhere; only rank
+    0 writes them to the ``metrics`` file."""
+
+    def __init__(self, rank: int, steps_per_epoch: int, total_steps: int, *, eval_every: int | None = None,
+                 checkpoint_dir=None, checkpoint_every: int = 0, keep_checkpoints: int = 3,
+                 metrics=None, progress: bool = True, verbose: bool = True):
         self.rank = rank
         self.active = rank == 0
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = total_steps
+        self.eval_every = eval_every
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.keep_checkpoints = keep_checkpoints
+        self.verbose = verbose
+        self.records: list[dict] = []
         self._metrics = None
-        self.progress = ProgressBar(total_steps, enabled=self.active and not cfg.no_progress)
-        if self.active and cfg.metrics:
+        self.progress = ProgressBar(total_steps, enabled=self.active and progress)
+        if self.active and metrics:
             try:
-                Path(cfg.metrics).parent.mkdir(parents=True, exist_ok=True)
-                self._metrics = open(cfg.metrics, "a", encoding="utf-8")
+                Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+                self._metrics = open(metrics, "a", encoding="utf-8")
             except OSError as exc:
-                raise UserError(f"--metrics: cannot open {cfg.metrics}: {exc.strerror}") from None
+                raise UserError(f"{metrics}: cannot open the metrics file: {exc.strerror}") from None
 
     # --- decisions (same on every rank) ---------------------------------------------------
     def should_evaluate(self, step: int) -> bool:
         if step == self.total_steps:
             return True
-        every = self.cfg.eval_every
+        every = self.eval_every
         if every is None:
             return step % self.steps_per_epoch == 0
         return every > 0 and step % every == 0
 
     def should_checkpoint(self, step: int) -> bool:
-        if not self.cfg.checkpoint_dir:
+        if not self.checkpoint_dir:
             return False
-        every = self.cfg.checkpoint_every
+        every = self.checkpoint_every
         return step == self.total_steps or (every > 0 and step % every == 0)
 
     def epoch_of(self, step: int) -> int:
@@ -52,22 +65,23 @@ class Coordinator:
         return (max(step, 1) - 1) // self.steps_per_epoch + 1
 
     # --- rank 0's side -------------------------------------------------------------------
-    def log(self, event: str, step: int, **fields) -> None:
-        if not self.active or self._metrics is None:
-            return
+    def log(self, event: str, step: int, **fields) -> dict:
         record = {"event": event, "step": step, "epoch": self.epoch_of(step), "time": round(time.time(), 3)}
         record.update(fields)
-        self._metrics.write(json.dumps(record) + "\n")
-        self._metrics.flush()
+        self.records.append(record)
+        if self.active and self._metrics is not None:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+        return record
 
     def say(self, text: str) -> None:
-        if self.active:
+        if self.active and self.verbose:
             self.progress.message(text)
 
     def write_checkpoint(self, checkpoint: ckpt_io.Checkpoint) -> Path | None:
         if not self.active:
             return None
-        return ckpt_io.save_in_dir(checkpoint, self.cfg.checkpoint_dir, keep=self.cfg.keep_checkpoints)
+        return ckpt_io.save_in_dir(checkpoint, self.checkpoint_dir, keep=self.keep_checkpoints)
 
     def close(self) -> None:
         if self.active:

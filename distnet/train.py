@@ -35,8 +35,12 @@ def _set_blas_threads(argv) -> None:
 
 def load_both_splits(cfg, comm, load_dataset):
     """Rank 0 loads (and downloads, if needed) first; the others then find the files in
-    place when they share its file system, instead of all downloading at once."""
+    place when they share its file system, instead of all downloading at once.  An
+    ``npz:PATH`` dataset is read by every rank from its own file system."""
     def load():
+        if cfg.dataset.startswith("npz:"):
+            from .data import load_npz
+            return load_npz(cfg.dataset[len("npz:"):])
         return (load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download),
                 load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download))
 
@@ -47,12 +51,39 @@ def load_both_splits(cfg, comm, load_dataset):
     return result if result is not None else load()
 
 
+def train_from_config(cfg, comm, train_set, test_set):
+    """Turn the configuration into objects (model, optimizer, schedule) and call ``fit``."""
+    import math
+
+    from .fitting import fit
+    from .nn import build_model
+    from .optim import make_optimizer, make_schedule
+    from .tasks import task_of
+
+    model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # The schedule spans all epochs; --max-steps only says where to stop (like a
+    # preemption), so a run cut short and resumed follows the same learning rates.
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch, warmup_steps=cfg.warmup_steps)
+    images = len(train_set.input_shape) == 3 and task_of(train_set) == "classification"
+    return fit(model, train_set, loss=cfg.loss, optimizer=optimizer, schedule=schedule, epochs=cfg.epochs,
+               batch_size=cfg.batch_size, test=test_set, seed=cfg.seed, max_steps=cfg.max_steps,
+               eval_every=cfg.eval_every, checkpoint_dir=cfg.checkpoint_dir,
+               checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, metrics=cfg.metrics,
+               progress=not cfg.no_progress, deterministic=cfg.deterministic, overlap=cfg.overlap,
+               augment=cfg.augment_shift if images else 0, comm=comm, micro_batches=cfg.micro_batches,
+               keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every,
+               eval_batch_size=cfg.eval_batch_size, bucket_mb=cfg.bucket_mb, timeout=cfg.timeout,
+               dataset_name=cfg.dataset, config=cfg.to_dict())
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "numpy" not in sys.modules:
         _set_blas_threads(argv)
     from .distributed import get_communicator
-    from .distributed.faults import Watchdog, fail, install_excepthook
+    from .distributed.faults import fail, install_excepthook
     from .errors import UserError
 
     try:
@@ -61,11 +92,9 @@ def main(argv=None) -> int:
         print(f"distnet: error: {exc}", file=sys.stderr)
         return 2
     install_excepthook(comm)
-    watchdog = None
     try:
         from .config import parse_config
         from .data import load_dataset
-        from .trainer import Trainer
 
         try:
             cfg = parse_config(argv)
@@ -74,17 +103,17 @@ def main(argv=None) -> int:
                 comm.abort(2)
             return int(exc.code or 0)
         train_set, test_set = load_both_splits(cfg, comm, load_dataset)
-        if comm.size > 1:
-            watchdog = Watchdog(comm, cfg.timeout).start()
-        trainer = Trainer(cfg, comm, train_set, test_set, watchdog=watchdog)
-        result = trainer.run()
-        if watchdog is not None:
-            watchdog.stop()
+        history = train_from_config(cfg, comm, train_set, test_set)
         if comm.size > 1:
             comm.barrier()
-        if result["eval"] is not None and comm.rank == 0:
-            print(f"distnet: final test accuracy {result['eval']['accuracy'] * 100:.2f}% "
-                  f"after {result['step']} steps", flush=True)
+        final = history.final
+        if final is not None and comm.rank == 0:
+            if "accuracy" in final:
+                print(f"distnet: final test accuracy {final['accuracy'] * 100:.2f}% "
+                      f"after {history.step} steps", flush=True)
+            else:
+                print(f"distnet: final test loss ({cfg.loss}) {final['loss']:.6g} "
+                      f"after {history.step} steps", flush=True)
         return 0
     except UserError as exc:
         fail(comm, exc)

@@ -1,26 +1,49 @@
-"""The training loop: wires data, model, optimizer, communicator and coordinator.
+"""The training loop's state and duties, given its objects: model, loss, optimizer, schedule,
+data (a global-batch loader), communicator and coordinator.  ``distnet.fit`` builds them.
 
-One step on every rank: take this rank's slice of the global batch, forward, backward with
-the loss gradient scaled by local/global count (so gradients are sums divided by the GLOBAL
-batch size), synchronise gradients, one optimizer step.  Every rank runs every step and
-joins every collective, even with an empty slice, so nothing can deadlock on uneven data.
+One step on every rank: take this rank's slice of the global batch, tell the stochastic
+layers which global samples it holds, forward, backward with the loss gradient scaled so
+that it is this rank's share of the global-batch mean (sums divided by the GLOBAL batch
+size), then the DistributedOptimizer sums the shares and steps.  Every rank runs every step
+and joins every collective, even with an empty slice, so nothing can deadlock on uneven data;
+with BatchNorm statistics reduced across ranks, forward and backward are collectives too and
+run on 0 samples as well.
 """
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import numpy as np
 
 from . import checkpoint as ckpt_io
-from .coordinator import Coordinator
-from .data.loader import GlobalBatchLoader, shard_bounds
-from .distributed.deterministic import DeterministicStep
+from . import nn
+from .data.loader import shard_bounds
+from .distributed import broadcast_parameters
 from .distributed.faults import InjectedFault, injected_fault_step
-from .distributed.sync import GradientSync
 from .errors import UserError
-from .nn import CrossEntropyLoss, build_model
-from .optim import make_optimizer, make_schedule
+
+# Settings that must match between a checkpoint and the run resuming it (when both record them).
+RESUME_MUST_MATCH = ("dataset", "model", "batch_size", "seed", "optimizer", "deterministic", "micro_batches")
+
+
+def set_sample_context(model, *, seed: int, step: int, first_index: int) -> None:
+    """Contract A: the next forward's row i is global sample ``first_index + i`` of ``step``
+    (keyed dropout masks).  A no-op for a distnet without keyed randomness."""
+    setter = getattr(nn, "set_sample_context", None)
+    if setter is not None:
+        setter(model, seed=seed, step=step, first_index=first_index)
+
+
+def set_stat_reducer(model, reducer) -> bool:
+    """Contract A: how BatchNorm layers reduce their partial sums; True when the model has a
+    layer that uses it (then forward and backward are collectives)."""
+    setter = getattr(nn, "set_stat_reducer", None)
+    if setter is None or not hasattr(model, "modules"):
+        return False
+    setter(model, reducer)
+    return any(hasattr(m, "stat_reducer") for m in model.modules())
 
 
 class StopFlag:
@@ -29,10 +52,18 @@ class StopFlag:
     def __init__(self):
         self.requested = False
         self.signal_name = None
+        self._previous = {}
 
     def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handler)
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handler(self, signum, frame):
         if self.requested and signum == signal.SIGINT:
@@ -42,67 +73,78 @@ class StopFlag:
 
 
 class Trainer:
-    def __init__(self, cfg, comm, train_set, test_set, watchdog=None):
-        self.cfg, self.comm = cfg, comm
-        self.train_set, self.test_set = train_set, test_set
+    """``optimizer`` is a DistributedOptimizer with ``op="sum"``; ``deterministic`` a
+    DeterministicStep or None; ``settings`` go into checkpoints' ``config`` (and must match on
+    resume, see RESUME_MUST_MATCH); ``meta`` is the checkpoint meta (contract B)."""
+
+    def __init__(self, model, loss, optimizer, schedule, loader, comm, coordinator, *, test=None,
+                 total_steps: int, seed: int = 0, task: str = "classification", deterministic=None,
+                 collective: bool = False, eval_batch_size: int = 1000, log_every: int = 50,
+                 watchdog=None, settings: dict | None = None, meta: dict | None = None, evaluate=None):
+        self.model, self.criterion, self.optimizer, self.schedule = model, loss, optimizer, schedule
+        self.loader, self.comm, self.coordinator, self.test_set = loader, comm, coordinator, test
+        self.total_steps, self.seed, self.deterministic = total_steps, seed, deterministic
+        self.classify = task == "classification"
+        self.collective = collective
+        self.mean_loss = getattr(loss, "reduction", "mean") != "sum"
+        self.eval_batch_size, self.log_every = eval_batch_size, log_every
         self.watchdog = watchdog
-        self.model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
-        self.model.input_grad = False  # the input is data: no gradient needed
-        self.criterion = CrossEntropyLoss()
-        self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
-        self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
-                                        max_shift=cfg.augment_shift)
-        spe = self.loader.steps_per_epoch
-        # The schedule spans all epochs; --max-steps only says where to stop (like a
-        # preemption), so a run cut short and resumed follows the same learning rates.
-        self.schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * spe, warmup_steps=cfg.warmup_steps)
-        self.total_steps = cfg.epochs * spe
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.coordinator = Coordinator(cfg, comm.rank, spe, self.total_steps)
-        self.sync = GradientSync(comm, self.model, overlap=cfg.overlap and not cfg.deterministic,
-                                 bucket_bytes=int(cfg.bucket_mb * (1 << 20)))
-        self.deterministic = None
-        if cfg.deterministic:
-            self.deterministic = DeterministicStep(comm, self.model, cfg.micro_batches or 8)
+        self.settings, self.meta = dict(settings or {}), dict(meta or {})
+        self._evaluate = evaluate
+        self.dtype = model.flat_params.dtype
         self.step = 0
         self.stop = StopFlag()
         self._fault_step = injected_fault_step(comm.rank)
 
     # --- state ---------------------------------------------------------------------------
+    def _buffers(self) -> np.ndarray:
+        own = getattr(self.model, "flat_buffers", None)
+        return own if own is not None else np.zeros(0, self.dtype)
+
     def snapshot(self) -> ckpt_io.Checkpoint:
         epoch, position = divmod(self.step, self.loader.steps_per_epoch)
         return ckpt_io.Checkpoint(params=self.model.flat_params.copy(), optimizer=self.optimizer.state_dict(),
-                                  step=self.step, epoch=epoch, position=position, seed=self.cfg.seed,
-                                  config=self.cfg.to_dict())
+                                  step=self.step, epoch=epoch, position=position, seed=self.seed,
+                                  config=self.settings, buffers=self._buffers().copy(), meta=self.meta)
 
     def restore(self, ckpt: ckpt_io.Checkpoint, source: str) -> None:
+        what = (self.meta.get("model") or {}).get("spec") or "this model"
         if ckpt.params.size != self.model.flat_params.size:
             raise UserError(f"{source}: checkpoint holds {ckpt.params.size} parameters but model "
-                            f"{self.cfg.model} has {self.model.flat_params.size}")
-        from .config import RESUME_MUST_MATCH
+                            f"{what} has {self.model.flat_params.size}")
         for key in RESUME_MUST_MATCH:
-            if key in ckpt.config and ckpt.config[key] != getattr(self.cfg, key):
+            if key in ckpt.config and key in self.settings and ckpt.config[key] != self.settings[key]:
                 raise UserError(f"{source}: checkpoint was written with {key.replace('_', '-')}="
-                                f"{ckpt.config[key]!r}, this run has {getattr(self.cfg, key)!r}")
+                                f"{ckpt.config[key]!r}, this run has {self.settings[key]!r}")
+        theirs, ours = ckpt.meta.get("model"), self.meta.get("model")
+        if theirs is not None and ours is not None and theirs != ours:
+            raise UserError(f"{source}: checkpoint was written by model {_origin(theirs)}, "
+                            f"this run has {_origin(ours)}")
+        theirs, ours = ckpt.config.get("architecture"), self.settings.get("architecture")
+        if theirs is not None and ours is not None and theirs != ours:
+            raise UserError(f"{source}: checkpoint was written by a model of another architecture "
+                            f"({_origin(theirs)}), this run has {_origin(ours)}")
+        buffers = self._buffers()
+        if np.asarray(ckpt.buffers).size != buffers.size:
+            raise UserError(f"{source}: checkpoint holds {np.asarray(ckpt.buffers).size} buffer values "
+                            f"(BatchNorm statistics) but model {what} has {buffers.size}")
         self.model.flat_params[...] = ckpt.params
+        buffers[...] = ckpt.buffers
         try:
             self.optimizer.load_state_dict(ckpt.optimizer)
         except ValueError as exc:
             raise UserError(f"{source}: optimizer state does not fit: {exc}") from None
         self.step = ckpt.step
 
-    def load_resume_point(self) -> None:
+    def load_resume_point(self, resume, checkpoint_dir) -> None:
         """Rank 0 reads the checkpoint (only it may see the checkpoint volume) and
-        broadcasts it, or the error, to everyone."""
-        cfg = self.cfg
+        broadcasts it, or the error, to everyone.  ``resume``: None, "latest" or a path."""
         payload = None
-        if self.comm.rank == 0 and cfg.resume:
+        if self.comm.rank == 0 and resume:
             from pathlib import Path
-            path = Path(cfg.checkpoint_dir) / ckpt_io.LATEST if cfg.resume == "latest" else Path(cfg.resume)
+            path = Path(checkpoint_dir) / ckpt_io.LATEST if resume == "latest" else Path(resume)
             try:
-                if cfg.resume == "latest" and not path.exists():
+                if resume == "latest" and not path.exists():
                     payload = ("fresh", str(path))
                 else:
                     payload = ("ckpt", (ckpt_io.load(path), str(path)))
@@ -122,59 +164,70 @@ class Trainer:
         self.coordinator.say(f"distnet: resumed from {source} at step {self.step}")
 
     # --- numerics ------------------------------------------------------------------------
-    def _forward_backward(self, x, y, scale: float) -> np.ndarray:
-        """Accumulate grads of (sum of losses) * scale; return [loss sum, correct, count]."""
-        logits = self.model(x)
-        loss = self.criterion(logits, y)
-        grad = self.criterion.backward()
-        grad *= len(y) * scale  # the criterion averaged over len(y); we want sum * scale
+    def _forward_backward(self, x, y, scale: float, first_index: int) -> np.ndarray:
+        """Accumulate grads of (this slice's loss) * scale; return [loss, correct, count].
+
+        ``scale`` turns the criterion's mean over the slice into the slice's sum divided by
+        the global count (a summing criterion keeps its sum: scale 1)."""
+        set_sample_context(self.model, seed=self.seed, step=self.step, first_index=first_index)
+        out = self.model(x.astype(self.dtype, copy=False))
+        n = len(y)
+        if n:
+            target = y if self.classify else y.astype(self.dtype, copy=False)
+            loss = self.criterion(out, target)
+            grad = self.criterion.backward()
+            if self.mean_loss:
+                grad *= n * scale  # the criterion averaged over n; we want sum * scale
+                loss *= n
+        else:  # a rank with no samples this step still runs backward (collective layers)
+            loss, grad = 0.0, np.zeros_like(out)
         self.model.backward(grad)
-        correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
-        return np.array([loss * len(y), correct, len(y)], dtype=np.float64)
+        correct = int(np.count_nonzero(out.argmax(axis=1) == y)) if self.classify and n else 0
+        return np.array([loss, correct, n], dtype=np.float64)
 
     def train_step(self) -> np.ndarray:
         epoch, position = divmod(self.step, self.loader.steps_per_epoch)
         x, y, count = self.loader.batch(epoch, position)
-        self.optimizer.lr = self.schedule(self.step)
+        if self.schedule is not None:
+            self.optimizer.lr = self.schedule(self.step)
+        offset = shard_bounds(count, self.comm.rank, self.comm.size)[0]
         if self.deterministic is not None:
-            offset = shard_bounds(count, self.comm.rank, self.comm.size)[0]
             stats = self.deterministic.run(x, y, offset, count, self._forward_backward)
+            self.optimizer.step(synchronize=False)  # the micro-batch sum is the global gradient
         else:
             self.model.zero_grad()
-            stats = self._forward_backward(x, y, 1.0 / count) if len(y) else np.zeros(3)
-            self.sync.finish()
-        self.optimizer.step()
+            if len(y) or self.collective:
+                stats = self._forward_backward(x, y, 1.0 / count, offset)
+            else:
+                stats = np.zeros(3)
+            self.optimizer.step()
         self.step += 1
         return stats
 
     def evaluate(self) -> dict:
-        """Sharded over the ranks; the reduced sums make the accuracy exact over the test set."""
-        self.model.eval()
-        start, stop = shard_bounds(len(self.test_set), self.comm.rank, self.comm.size)
-        totals = np.zeros(3)
-        for lo in range(start, stop, self.cfg.eval_batch_size):
-            idx = np.arange(lo, min(lo + self.cfg.eval_batch_size, stop))
-            x, y = self.test_set.batch(idx)
-            logits = self.model(x)
-            totals += [self.criterion(logits, y) * len(y), np.count_nonzero(logits.argmax(axis=1) == y), len(y)]
-            if self.watchdog is not None:
-                self.watchdog.beat(self.step, "evaluation")
-        self.comm.allreduce(totals)
-        self.model.train()
-        return {"accuracy": totals[1] / totals[2], "loss": totals[0] / totals[2], "samples": int(totals[2])}
+        beat = None
+        if self.watchdog is not None:
+            beat = lambda: self.watchdog.beat(self.step, "evaluation")  # noqa: E731
+        return self._evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
+                              comm=self.comm, on_batch=beat)
 
     # --- the loop ------------------------------------------------------------------------
-    def run(self) -> dict:
-        cfg, comm, coord = self.cfg, self.comm, self.coordinator
-        comm.broadcast(self.model.flat_params)  # one set of initial weights for everyone
-        self.load_resume_point()
+    def run(self, resume=None, checkpoint_dir=None) -> dict:
+        comm, coord = self.comm, self.coordinator
+        broadcast_parameters(self.model, comm)  # one set of initial weights for everyone
+        self.load_resume_point(resume, checkpoint_dir)
         self.stop.install()
+        try:
+            return self._loop()
+        finally:
+            self.stop.uninstall()
+            coord.close()
+
+    def _loop(self) -> dict:
+        comm, coord = self.comm, self.coordinator
         if self.step >= self.total_steps:
             coord.say(f"distnet: already at step {self.step} of {self.total_steps}; nothing to train")
-        coord.say(f"distnet: {cfg.model} on {cfg.dataset} ({len(self.train_set)} train / "
-                  f"{len(self.test_set)} test), {comm.size} rank(s), global batch {cfg.batch_size}, "
-                  f"{self.total_steps} steps")
-        window = np.zeros(3)  # loss sum, correct, count since the last log line
+        window = np.zeros(4)  # loss, correct, count, steps since the last log line
         window_time = 0.0  # training time in the window: evaluation and checkpoints excluded
         train_time = 0.0
         last = {"loss": float("nan"), "accuracy": 0.0, "images_per_sec": 0.0}
@@ -188,55 +241,69 @@ class Trainer:
             flags = np.concatenate([stats, [1.0 if self.stop.requested else 0.0]])
             if comm.size > 1:
                 comm.allreduce(flags)
-            window += flags[:3]
+            window += [flags[0], flags[1], flags[2], 1]
             step_time = time.perf_counter() - t0
             window_time += step_time
             train_time += step_time
             if self.watchdog is not None:
                 self.watchdog.beat(self.step, "training")
             stopping = flags[3] > 0
-            if self.step % cfg.log_every == 0 or self.step == self.total_steps or stopping:
+            if self.step % self.log_every == 0 or self.step == self.total_steps or stopping:
                 last = self._window_figures(window, window_time)
-                coord.log("train", self.step, loss=last["loss"], accuracy=last["accuracy"],
-                          lr=self.optimizer.lr, images_per_sec=last["images_per_sec"])
+                fields = {"loss": last["loss"]}
+                if self.classify:
+                    fields["accuracy"] = last["accuracy"]
+                coord.log("train", self.step, **fields, lr=self.optimizer.lr,
+                          images_per_sec=last["images_per_sec"])
                 window[:], window_time = 0, 0.0
             shown = self._window_figures(window, window_time) if window[2] else last
             coord.progress.update(self.step, coord.epoch_of(self.step), shown["loss"], shown["accuracy"],
                                   shown["images_per_sec"])
-            if coord.should_evaluate(self.step) and not stopping:
+            if self.test_set is not None and coord.should_evaluate(self.step) and not stopping:
                 final_eval = self._evaluate_and_log()
             if coord.should_checkpoint(self.step) or stopping:
                 self._checkpoint()
             if stopping:
                 coord.say(f"distnet: stopped by {self.stop.signal_name or 'a signal'} at step {self.step}; "
-                          f"checkpoint written" if cfg.checkpoint_dir else
+                          f"checkpoint written" if coord.checkpoint_dir else
                           f"distnet: stopped by a signal at step {self.step}")
                 break
         else:
             # the last step evaluated and checkpointed already; this is for a run resumed
-            # at its end, which trains nothing but still reports its accuracy
-            if final_eval is None:
+            # at its end, which trains nothing but still reports its figures
+            if final_eval is None and self.test_set is not None:
                 final_eval = self._evaluate_and_log()
-        coord.close()
         return {"step": self.step, "eval": final_eval, "train_time": train_time}
 
-    @staticmethod
-    def _window_figures(window, seconds: float) -> dict:
-        """Mean loss, accuracy and whole-job images/s over a window of steps."""
+    def _window_figures(self, window, seconds: float) -> dict:
+        """Mean loss, accuracy and whole-job samples/s over a window of steps."""
         count = max(window[2], 1)
-        return {"loss": window[0] / count, "accuracy": window[1] / count,
+        per = count if self.mean_loss else max(window[3], 1)  # a summing loss: per step
+        return {"loss": window[0] / per, "accuracy": window[1] / count,
                 "images_per_sec": window[2] / seconds if seconds > 0 else 0.0}
 
     def _evaluate_and_log(self) -> dict:
         result = self.evaluate()
         result["step"] = self.step
-        self.coordinator.log("eval", self.step, accuracy=result["accuracy"], loss=result["loss"],
-                             samples=result["samples"])
-        self.coordinator.say(f"step {self.step} (epoch {self.coordinator.epoch_of(self.step)}): test accuracy "
-                             f"{result['accuracy'] * 100:.2f}%  loss {result['loss']:.4f}")
+        figures = {k: result[k] for k in ("accuracy", "loss", "samples") if k in result}
+        self.coordinator.log("eval", self.step, **figures)
+        epoch = self.coordinator.epoch_of(self.step)
+        if self.classify:
+            self.coordinator.say(f"step {self.step} (epoch {epoch}): test accuracy "
+                                 f"{result['accuracy'] * 100:.2f}%  loss {result['loss']:.4f}")
+        else:
+            self.coordinator.say(f"step {self.step} (epoch {epoch}): test loss {result['loss']:.6g}")
         return result
 
     def _checkpoint(self) -> None:
         path = self.coordinator.write_checkpoint(self.snapshot())
         if path is not None and self.watchdog is not None:
             self.watchdog.beat(self.step, "checkpoint")
+
+
+def _origin(value) -> str:
+    """A short phrase for a model origin or an architecture in one error line."""
+    if isinstance(value, dict) and "spec" in value:
+        return repr(value["spec"])
+    text = " ".join(str(value).split())
+    return text if len(text) < 80 else text[:77] + "..."

@@ -43,8 +43,11 @@ class GlobalBatchLoader:
         self.shuffle, self.drop_last = shuffle, drop_last
         self.max_shift = max_shift
         # the normalised value of a black pixel fills what a shift uncovers
-        self._background = (-np.asarray(dataset.mean) / np.asarray(dataset.std)).astype(np.float32) \
-            if max_shift else None
+        self._background = None
+        if max_shift:
+            own = getattr(dataset, "background", None)  # an ArrayDataset knows its own
+            self._background = own if own is not None else \
+                (-np.asarray(dataset.mean) / np.asarray(dataset.std)).astype(np.float32)
         n = len(dataset)
         self.steps_per_epoch = n // global_batch if drop_last else math.ceil(n / global_batch)
         if self.steps_per_epoch == 0:

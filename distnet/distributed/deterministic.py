@@ -42,17 +42,41 @@ class DeterministicStep:
         return [(j, shard_bounds(global_count, j, self.k)) for j in self.mine]
 
     def run(self, x_global_part, y_global_part, offset: int, global_count: int, compute):
-        """``compute(x, y, scale)`` runs forward/backward into flat_grads and returns stats.
+        """``compute(x, y, scale, first_index)`` runs forward/backward into flat_grads and
+        returns stats; ``first_index`` is the micro-batch's first position in the global batch
+        (what keyed dropout needs).
 
         ``x_global_part`` holds samples [offset, offset+len) of the global batch: exactly the
-        union of this rank's micro-batches."""
+        union of this rank's micro-batches.
+
+        Buffers (BatchNorm running statistics, updated by each micro-batch's forward on
+        whichever rank holds it) would otherwise depend on the world size.  So every
+        non-empty micro-batch starts from the step's initial buffers, its updated buffers are
+        gathered like its gradient, and the new buffers are their pairwise mean: one momentum
+        update per step with the mean of the micro-batch statistics, bitwise the same for
+        any world size."""
+        buffers = getattr(self.model, "flat_buffers", None)
+        track = buffers is not None and buffers.size > 0
+        if track:
+            start_buffers = buffers.copy()
+            local_buffers = np.zeros((len(self.mine), buffers.size), dtype=buffers.dtype)
         stats = np.zeros(3)
-        for row, (j, (start, stop)) in enumerate(self.micro_slices(global_count)):
+        slices = self.micro_slices(global_count)
+        for row, (j, (start, stop)) in enumerate(slices):
             self.model.zero_grad()
             if stop > start:
+                if track:
+                    buffers[...] = start_buffers
                 stats += compute(x_global_part[start - offset:stop - offset],
-                                 y_global_part[start - offset:stop - offset], 1.0 / global_count)
+                                 y_global_part[start - offset:stop - offset], 1.0 / global_count, start)
+                if track:
+                    local_buffers[row] = buffers
             self.local[row] = self.model.flat_grads
         everything = self.comm.allgather(self.local).reshape(self.k, -1)
         self.model.flat_grads[...] = pairwise_sum(everything)
+        if track:
+            every_buffer = self.comm.allgather(local_buffers).reshape(self.k, -1)
+            used = [j for j in range(self.k) if shard_bounds(global_count, j, self.k)[1]
+                    > shard_bounds(global_count, j, self.k)[0]]
+            buffers[...] = pairwise_sum(every_buffer[used]) / buffers.dtype.type(len(used))
         return stats

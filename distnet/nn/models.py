@@ -78,10 +78,27 @@ def cifar_cnn(b: _Builder, num_classes: int) -> Sequential:
 MODELS = {"lenet5": lenet5, "cnn2": cnn2, "mlp": mlp, "cifar-cnn": cifar_cnn}
 
 
-def build_model(name: str, input_shape=(1, 28, 28), num_classes: int = 10, seed: int = 0,
-                dtype=np.float32) -> Sequential:
-    """Build a named model with weights drawn from ``seed`` (same seed, same weights)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    builder = _Builder(input_shape, np.random.default_rng(seed), dtype)
-    return MODELS[name](builder, num_classes)
+def build_model(spec: str, input_shape=(1, 28, 28), num_classes: int = 10, seed: int = 0,
+                dtype=np.float32, **args) -> Sequential:
+    """Build the model ``spec`` names, with weights drawn from ``seed`` (same seed, same weights).
+
+    ``spec`` is a name in MODELS, or your own builder: ``path/to/file.py:function`` or
+    ``package.module:function``, a function ``(input_shape, num_classes) -> Sequential``.  It
+    also gets ``seed=`` (and ``dtype=``) when its signature takes them, and ``**args``.  The
+    returned model carries ``model.origin = {"spec": spec, "args": args}`` (what a
+    checkpoint records to rebuild it).  Any fault of a builder (no such file or function, it
+    raises, it returns something that is not a model) is a ``UserError``, a ValueError."""
+    from .model_spec import call_builder, resolve_builder
+
+    if spec in MODELS:
+        builder = _Builder(input_shape, np.random.default_rng(seed), dtype)
+        model = MODELS[spec](builder, num_classes)
+    elif ":" in str(spec):
+        model = call_builder(spec, resolve_builder(spec), tuple(input_shape), num_classes,
+                             seed=seed, dtype=dtype, args=args)
+    else:
+        from ..errors import UserError
+        raise UserError(f"unknown model {spec!r}; choose from {', '.join(MODELS)}, or give "
+                        f"path/to/file.py:function or package.module:function")
+    model.origin = {"spec": str(spec), "args": dict(args)}
+    return model

@@ -6,14 +6,13 @@ for N = 2 and 4).
 import numpy as np
 import pytest
 
-from distnet.config import TrainConfig
 from distnet.data.loader import GlobalBatchLoader
 from distnet.data.synthetic import synthetic
 from distnet.distributed import SingleProcessCommunicator, get_communicator
 from distnet.distributed.deterministic import pairwise_sum
 from distnet.distributed.sync import GradientSync
+from distnet.evaluation import evaluate
 from distnet.nn import CrossEntropyLoss, build_model
-from distnet.trainer import Trainer
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
@@ -84,10 +83,10 @@ def test_sharding_covers_every_sample_once(comm, n, batch):
 
 
 def test_sharded_evaluation_equals_single_process(comm):
-    cfg = TrainConfig(dataset="synthetic", model="lenet5", eval_batch_size=37, no_progress=True)
-    train, test = synthetic("train", n=128), synthetic("test", n=101)
-    distributed = Trainer(cfg, comm, train, test).evaluate()
-    single = Trainer(cfg, SingleProcessCommunicator(), train, test).evaluate()
+    test = synthetic("test", n=101)
+    model = build_model("lenet5", seed=0)
+    distributed = evaluate(model, test, loss=CrossEntropyLoss(), batch_size=37, comm=comm)
+    single = evaluate(model, test, loss=CrossEntropyLoss(), batch_size=37, comm=SingleProcessCommunicator())
     assert distributed["samples"] == single["samples"] == 101
     assert distributed["accuracy"] == single["accuracy"]
     assert distributed["loss"] == pytest.approx(single["loss"], rel=1e-6)
