@@ -1,0 +1,169 @@
+"""distnet.fit under real MPI: the same parameters (and BatchNorm statistics) for any world size.
+
+Each test trains the same model twice in every rank's process: once on this job's
+communicator (W = 2 or 4 ranks) and once on a single-process communicator (W = 1, the
+reference), and compares.  tests/test_mpi_suite.py runs this file for W = 2 and W = 4.
+
+Short runs on purpose: float rounding differences between world sizes grow chaotically over
+long runs (issue 13); bitwise claims belong to deterministic mode.
+"""
+import tempfile
+
+import numpy as np
+import pytest
+
+import distnet
+from distnet import nn, optim
+from distnet.data import ArrayDataset
+from distnet.distributed import DistributedOptimizer, SingleProcessCommunicator, broadcast_parameters, init
+
+pytestmark = pytest.mark.mpi(min_size=2)
+
+
+@pytest.fixture(scope="module")
+def comm():
+    c = init()
+    assert c.size >= 2, "these tests must run under mpirun with several ranks"
+    return c
+
+
+def rel_diff(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
+
+
+def user_model(seed=0):
+    """A user-defined model with every layer kind the issue names."""
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 6 * 6, 16, rng=rng), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.Dropout(0.3, rng=rng), nn.Linear(16, 3, rng=rng))
+
+
+def image_data(n, shape, classes, seed=0):
+    rng = np.random.default_rng(seed)
+    return ArrayDataset(rng.standard_normal((n,) + shape).astype(np.float32), rng.integers(0, classes, n))
+
+
+def train(build, data, comm, **kwargs):
+    model = build()
+    opt = kwargs.pop("optimizer", None) or optim.SGD(model, lr=0.05, momentum=0.9)
+    history = distnet.fit(model, data, loss="cross-entropy", optimizer=opt, comm=comm, verbose=False, **kwargs)
+    return model, history
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_user_model_with_batchnorm_and_dropout_is_world_size_invariant(comm, deterministic):
+    # 50 samples, global batch 16: the last batch of each epoch has 2 samples, so with 4 ranks
+    # two ranks hold none (they still join BatchNorm's reductions); deterministic mode uses 48
+    # so that no micro-batch holds a single sample.
+    data = image_data(48 if deterministic else 50, (1, 12, 12), 3)
+    args = dict(batch_size=16, epochs=3, max_steps=10, deterministic=deterministic)
+    ref, ref_history = train(user_model, data, SingleProcessCommunicator(), **args)
+    got, history = train(user_model, data, comm, **args)
+    assert history.step == ref_history.step == (9 if deterministic else 10)
+    buffers = ref.flat_buffers
+    assert buffers.size == 2 * (4 + 16)
+    if deterministic:
+        np.testing.assert_array_equal(got.flat_params, ref.flat_params)
+        np.testing.assert_array_equal(got.flat_buffers, buffers)
+    else:
+        assert rel_diff(ref.flat_params, got.flat_params) <= 1e-5
+        assert rel_diff(buffers, got.flat_buffers) <= 1e-5
+    assert not np.array_equal(ref.flat_params, user_model().flat_params)  # it trained
+    # every rank holds the same model
+    rows = comm.allgather(got.flat_params)
+    assert all(np.array_equal(rows[0], row) for row in rows)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cifar_cnn_50_sgd_steps_are_world_size_invariant(comm, deterministic):
+    """cifar-cnn (with dropout) on CIFAR-shaped synthetic images: 50 steps of SGD at lr 0.01."""
+    data = image_data(400, (3, 32, 32), 10, seed=1)
+    build = lambda: nn.build_model("cifar-cnn", (3, 32, 32), 10, seed=0)  # noqa: E731
+    args = dict(batch_size=16, epochs=2, max_steps=50, deterministic=deterministic)
+    sgd = lambda m: optim.SGD(m, lr=0.01)  # noqa: E731
+    ref_model = build()
+    distnet.fit(ref_model, data, loss="cross-entropy", optimizer=sgd(ref_model), comm=SingleProcessCommunicator(),
+                verbose=False, **args)
+    model = build()
+    distnet.fit(model, data, loss="cross-entropy", optimizer=sgd(model), comm=comm, verbose=False, **args)
+    if deterministic:
+        np.testing.assert_array_equal(model.flat_params, ref_model.flat_params)
+    else:
+        assert rel_diff(ref_model.flat_params, model.flat_params) <= 1e-5
+
+
+def _shared_dir(comm):
+    path = tempfile.mkdtemp(prefix="distnet-fit-") if comm.rank == 0 else None
+    return comm.broadcast_object(path)
+
+
+def test_resume_with_dropout_on_another_world_size_is_exact_in_deterministic_mode(comm):
+    """4 steps straight on W ranks == 2 steps on W ranks + 2 resumed on 1 process, bitwise."""
+    data = image_data(64, (1, 12, 12), 3, seed=2)
+    args = dict(batch_size=16, epochs=2, deterministic=True)
+    straight, _ = train(user_model, data, comm, max_steps=4, **args)
+    ckdir = _shared_dir(comm)
+    train(user_model, data, comm, max_steps=2, checkpoint_dir=ckdir, **args)
+    comm.barrier()
+    resumed, history = train(user_model, data, SingleProcessCommunicator(), max_steps=4, checkpoint_dir=ckdir,
+                             resume=True, **args)
+    assert history.step == 4
+    np.testing.assert_array_equal(straight.flat_params, resumed.flat_params)
+    np.testing.assert_array_equal(straight.flat_buffers, resumed.flat_buffers)
+    comm.barrier()
+
+
+def test_evaluate_is_sharded_and_the_same_on_every_rank(comm):
+    data = image_data(37, (1, 12, 12), 3, seed=3)
+    model = user_model()
+    single = distnet.evaluate(model, data, loss="cross-entropy", batch_size=5, comm=SingleProcessCommunicator())
+    sharded = distnet.evaluate(model, data, loss="cross-entropy", batch_size=5, comm=comm)
+    assert sharded["samples"] == 37 and sharded["accuracy"] == single["accuracy"]
+    assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-6)
+    assert comm.gather_object(sharded) in (None, [sharded] * comm.size)
+
+
+def test_broadcast_parameters_sends_params_and_buffers(comm):
+    model = user_model(seed=comm.rank)  # every rank drew its own weights
+    model.flat_buffers[...] = comm.rank + 1.0
+    broadcast_parameters(model, comm)
+    reference = user_model(seed=0)
+    np.testing.assert_array_equal(model.flat_params, reference.flat_params)
+    assert (model.flat_buffers == 1.0).all()
+
+
+def test_distributed_optimizer_averages_or_sums(comm):
+    n = comm.size
+    for op, expected in (("average", (n + 1) / 2), ("sum", n * (n + 1) / 2)):
+        model = nn.Sequential(nn.Linear(3, 2))
+        model.flat_params[...] = 0
+        opt = DistributedOptimizer(optim.SGD(model, lr=1.0), model, comm, op=op)
+        model.flat_grads[...] = comm.rank + 1
+        opt.step()
+        np.testing.assert_allclose(model.flat_params, -expected)
+
+
+def test_hand_written_loop_in_horovod_shape_matches_one_process(comm):
+    """The README's own-loop recipe: each rank takes its equal slice, averages, steps."""
+    data = image_data(64, (1, 12, 12), 3, seed=4)
+    x, y = data.batch(np.arange(64))
+
+    def loop(c):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(144, 8, rng=np.random.default_rng(0)), nn.ReLU(),
+                              nn.Linear(8, 3, rng=np.random.default_rng(1)))
+        broadcast_parameters(model, c)
+        opt = DistributedOptimizer(optim.SGD(model, lr=0.1), model, c)
+        crit = nn.CrossEntropyLoss()
+        per_rank = 16 // c.size
+        for step in range(4):
+            lo = step * 16 + c.rank * per_rank
+            model.zero_grad()
+            crit(model(x[lo:lo + per_rank]), y[lo:lo + per_rank])
+            model.backward(crit.backward())
+            opt.step()
+        return model.flat_params
+
+    assert 16 % comm.size == 0, "the recipe needs equal slices"
+    assert rel_diff(loop(SingleProcessCommunicator()), loop(comm)) <= 1e-6
