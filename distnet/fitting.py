@@ -143,7 +143,7 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
                       collective=collective, eval_batch_size=eval_batch_size, log_every=log_every,
                       watchdog=watchdog, settings=settings,
                       meta=run_meta(model, train, loss, dataset_name, output_shape), evaluate=evaluate)
-    origin = (getattr(model, "origin", None) or {}).get("spec", "model")
+    origin = (getattr(model, "origin", None) or {}).get("spec") or f"a {len(getattr(model, 'layers', []))}-layer model"
     data_name = dataset_name or getattr(train, "name", "data")
     coordinator.say(f"distnet: {origin} on {data_name} ({len(train)} train / "
                     f"{len(test) if test is not None else 0} test), {comm.size} rank(s), "
