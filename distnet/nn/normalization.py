@@ -32,9 +32,14 @@ choice: leave the reducer unset and feed micro-batches.
 Layout: BatchNorm2d works on the CHWN memory the conv kernels produce (see ``kernels``),
 as (C, H*W*N) rows: every per-channel operation is a broadcast over long contiguous rows,
 and the output is again an NCHW view of CHWN memory, so the next conv, pool or ReLU reads
-it without a copy.  Other layouts are copied once.  Cost, measured UNDER LOAD (2 shared
-cores, five other jobs running), float32, CIFAR-size 64 channels at 16x16, batch 64:
-see ``BatchNorm2d``'s docstring.
+it without a copy.  Other layouts are copied once.
+
+Cost, measured UNDER LOAD (2 shared cores, load average ~3, one BLAS thread), float32,
+batch 64, forward + backward, against a 3x3 padded Conv2d of the same width on the same map
+(/tmp script, best of 15-40): 32 ch at 32x32: BatchNorm2d 5.3 ms, Conv2d 118-151 ms (~4%),
+ReLU 1.8 ms; 64 ch at 16x16: 3.2 ms vs 47 ms (7%); 128 ch at 8x8: 1.8 ms vs 50 ms (4%).
+The two per-channel sums of each direction take ~0.3 ms each (blocked, see _row_dots); the
+rest is four element-wise passes per direction.
 """
 from __future__ import annotations
 
@@ -42,6 +47,34 @@ import numpy as np
 
 from . import kernels
 from .module import Module, Parameter
+
+
+# Row sums of contiguous (C, M) data are taken in blocks of _BLOCK values in the data's own
+# dtype, and the block sums are added in float64.  Measured under load (float32, C=32,
+# M=65536): sum(dtype=float64) 0.81 ms, blocked 0.40 ms; square + sum(float64) 1.34 ms,
+# blocked einsum 0.35 ms.  A block's float32 rounding is ~sqrt(_BLOCK) * 6e-8 relative (einsum
+# accumulates in SIMD lanes), far below what float32 training resolves.
+_BLOCK = 256
+
+
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 per-row sums of a * b (b is None: of a) for (C, M) arrays."""
+    c, m = a.shape
+    if m == 0:
+        return np.zeros(c)
+    head = m - m % _BLOCK
+    if not (a.flags.c_contiguous and (b is None or b.flags.c_contiguous)) or head == 0:
+        if b is None:
+            return a.sum(axis=1, dtype=np.float64)
+        return np.einsum("cm,cm->c", a, b, dtype=np.float64)
+    ab = a[:, :head].reshape(c, -1, _BLOCK)
+    if b is None:
+        blocks = np.einsum("cbm->cb", ab)
+        tail = a[:, head:].sum(axis=1, dtype=np.float64)
+    else:
+        blocks = np.einsum("cbm,cbm->cb", ab, b[:, :head].reshape(c, -1, _BLOCK))
+        tail = np.einsum("cm,cm->c", a[:, head:], b[:, head:], dtype=np.float64)
+    return blocks.sum(axis=1, dtype=np.float64) + tail
 
 
 def set_stat_reducer(model, reducer) -> None:
@@ -94,8 +127,8 @@ class _BatchNorm(Module):
             self._cache = ("eval", z, xhat_scale.astype(dtype))
             return y
         partial = np.empty(2 * c + 1)
-        partial[:c] = z.sum(axis=1, dtype=np.float64)
-        partial[c:2 * c] = np.square(z).sum(axis=1, dtype=np.float64)
+        partial[:c] = _row_dots(z, None)
+        partial[c:2 * c] = _row_dots(z, z)
         partial[2 * c] = z.shape[1]
         total = self._reduce(partial)
         m = total[2 * c]
@@ -129,8 +162,8 @@ class _BatchNorm(Module):
             return np.zeros_like(g)
         xhat = saved if kind == "train" else (saved - self.running_mean[:, None]) * extra[:, None]
         partial = np.empty(2 * c)
-        partial[:c] = g.sum(axis=1, dtype=np.float64)
-        partial[c:] = np.einsum("cm,cm->c", g, xhat, dtype=np.float64) if g.size else 0.0
+        partial[:c] = _row_dots(g, None)
+        partial[c:] = _row_dots(g, xhat)
         self.bias.grad += partial[:c].astype(dtype)
         self.weight.grad += partial[c:].astype(dtype)
         if kind == "eval":
