@@ -97,11 +97,16 @@ def test_matches_pytorch_formulas_over_several_steps_then_eval(kind):
     x = batch(kind, 3, c)
     y_eval = per_channel(w, x) * (x - per_channel(running_mean, x)) / per_channel(np.sqrt(running_var + EPS), x)
     y_eval += per_channel(b, x)
+    frozen = np.r_[bn.running_mean, bn.running_var]
     np.testing.assert_allclose(bn(x), y_eval, rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(bn.running_mean, bn.running_mean)  # eval leaves them
-    frozen = bn.running_var.copy()
-    bn(x)
-    np.testing.assert_array_equal(bn.running_var, frozen)
+    dy = RNG.standard_normal(x.shape)
+    bn.zero_grad()
+    dx = bn.backward(dy)  # eval: a fixed per-channel affine map
+    np.testing.assert_allclose(dx, dy * per_channel(w / np.sqrt(running_var + EPS), x), rtol=0, atol=1e-9)
+    xhat = (x - per_channel(running_mean, x)) / per_channel(np.sqrt(running_var + EPS), x)
+    np.testing.assert_allclose(bn.weight.grad, (dy * xhat).sum(axis=axes(x)), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(bn.bias.grad, dy.sum(axis=axes(x)), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(np.r_[bn.running_mean, bn.running_var], frozen)  # eval leaves them
 
 
 def test_defaults_are_pytorchs():
