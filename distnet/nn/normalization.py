@@ -24,10 +24,13 @@ other gradient.  W ranks holding slices of a batch thus compute what one rank co
 the whole batch, up to rounding.  Every rank must run forward and backward, also with an
 empty slice (the reductions are collectives); an empty slice contributes zeros.
 
-The sums are float64 (accumulated from float32 data in NumPy's buffered pairwise sums), so
+The sums are float64 (float32 blocks of 256 values added in float64, see ``_row_dots``), so
 sum(x^2)/m - mean^2 does not lose the variance to cancellation for activations of ordinary
-scale.  Per-micro-batch ("ghost") statistics, for bitwise W-invariance, are the caller's
-choice: leave the reducer unset and feed micro-batches.
+scale (the hand-reference test includes means of 9 with unit spread).
+
+Per-micro-batch ("ghost") statistics, for bitwise W-invariance, are the caller's choice:
+leave the reducer unset and feed micro-batches.  Note that the running statistics are then
+updated once per micro-batch, so they follow the micro-batch sequence.
 
 Layout: BatchNorm2d works on the CHWN memory the conv kernels produce (see ``kernels``),
 as (C, H*W*N) rows: every per-channel operation is a broadcast over long contiguous rows,
@@ -36,8 +39,8 @@ it without a copy.  Other layouts are copied once.
 
 Cost, measured UNDER LOAD (2 shared cores, load average ~3, one BLAS thread), float32,
 batch 64, forward + backward, against a 3x3 padded Conv2d of the same width on the same map
-(/tmp script, best of 15-40): 32 ch at 32x32: BatchNorm2d 5.3 ms, Conv2d 118-151 ms (~4%),
-ReLU 1.8 ms; 64 ch at 16x16: 3.2 ms vs 47 ms (7%); 128 ch at 8x8: 1.8 ms vs 50 ms (4%).
+(time.perf_counter, best of 15-40 calls): 32 ch at 32x32: BatchNorm2d 5.3 ms, Conv2d
+118-151 ms (~4%), ReLU 1.8 ms; 64 ch at 16x16: 3.2 ms vs 47 ms (7%); 128 ch at 8x8: 1.8 ms vs 50 ms (4%).
 The two per-channel sums of each direction take ~0.3 ms each (blocked, see _row_dots); the
 rest is four element-wise passes per direction.
 """
