@@ -129,8 +129,10 @@ def conv2d_forward(x, weight, bias, stride: int, padding: int, workspace=None):
     _, hp, wp, n = xc.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     cols = im2col(xc, kh, kw, stride, None if workspace is None else workspace.get("cols"))
-    if workspace is not None:
-        workspace["cols"] = cols  # the same buffer when the shape did not change
+    if workspace is not None and cols.flags.writeable:
+        # the same buffer when the shape did not change.  Not kept when im2col could return
+        # a read-only view of the input (a 1x1 stride-1 conv, an empty batch): nothing to reuse
+        workspace["cols"] = cols
     y = weight.reshape(o, c * kh * kw) @ cols
     if bias is not None:
         y += bias[:, None]
@@ -226,7 +228,9 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         bias_grad += g @ _scratch(workspace, "ones", g.shape[1:], g.dtype, 1)  # gemv: 3x g.sum(1)
     if not need_input_grad:
         return None
-    if stride == 1:
+    if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
+        dxc = np.zeros(padded_shape, dtype=g.dtype)
+    elif stride == 1:
         dxc = _input_grad_stride1(g, weight, padded_shape, oh, ow, workspace)
     else:
         dxc = np.zeros(padded_shape, dtype=g.dtype)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import kernels, randomness
 from .init import initialise
 from .module import Module, Parameter
 
@@ -136,7 +136,8 @@ class Flatten(Module):
 
     def forward(self, x):
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        # the feature count is spelled out: reshape(0, -1) of an empty batch is ambiguous
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
     def backward(self, grad_out):
         return grad_out.reshape(self._shape)
@@ -146,20 +147,33 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout: scales kept units by 1/(1-p) in training, identity in eval."""
+    """Inverted dropout: scales kept units by 1/(1-p) in training, identity in eval.
+
+    Masks are keyed (see ``randomness``): after ``set_sample_context(model, seed=, step=,
+    first_index=)`` the mask of row i is a pure function of (seed, step, this layer's number
+    in ``model.modules()``, global sample first_index + i), so a sample gets the same mask on
+    whichever rank and in whichever batch position it is, and a resumed run draws the same
+    masks.  Without a context (plain library use) it falls back to ``self.rng``.  The keyed
+    draw's cost is stated in ``randomness``.
+    """
 
     def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
         self.rng = rng if rng is not None else np.random.default_rng()
+        self.sample_context = None  # set by randomness.set_sample_context, used once
         self._mask = None
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+        context, self.sample_context = self.sample_context, None
+        if context is not None:
+            keep = randomness.keep_mask(context.key(), context.first_index, x.shape, self.p)
+        else:
+            keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
         self._mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))
         return x * self._mask
 

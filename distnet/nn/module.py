@@ -6,6 +6,12 @@ array (and every gradient into another), leaving each layer's ``Parameter.data``
 gradients with one call on one buffer, the optimizer can update the whole model with a
 handful of vectorised operations, and a checkpoint is a single vector.  Layers never notice:
 they always read ``self.weight.data`` and accumulate into ``self.weight.grad``.
+
+Non-trainable state (BatchNorm's running statistics) is handled the same way: a module
+lists it in ``own_buffers()`` as (attribute name, array) pairs, and Sequential gathers every
+buffer into ``flat_buffers`` and rebinds each attribute to a view of it, so broadcast and
+checkpoints move one more vector.  A module therefore updates its buffers IN PLACE
+(``self.running_mean *= ...``); rebinding the attribute would detach it from the model.
 """
 from __future__ import annotations
 
@@ -56,6 +62,26 @@ class Module:
     def children(self) -> list["Module"]:
         return []
 
+    def modules(self):
+        """This module and all its descendants, depth first (pre-order), in a fixed order.
+
+        The position of a module in this sequence is its "layer number", which keys its
+        random stream (see ``randomness.set_sample_context``)."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def own_buffers(self) -> list[tuple[str, np.ndarray]]:
+        """Non-trainable arrays held directly by this module, as (attribute name, array).
+
+        The array must be ``getattr(self, name)``: Sequential rebinds that attribute to a
+        view of its flat buffer, so the module must update it in place."""
+        return []
+
+    def buffers(self) -> list[np.ndarray]:
+        """All buffers, in the order of ``modules()`` (own first, then each child's)."""
+        return [array for module in self.modules() for _, array in module.own_buffers()]
+
     def own_parameters(self) -> list[Parameter]:
         """Parameters held directly by this module (not by its children)."""
         return []
@@ -83,25 +109,44 @@ class Module:
     def num_parameters(self) -> int:
         return sum(p.size for p in self.parameters())
 
+    def _named_buffers(self) -> list[tuple[str, np.ndarray]]:
+        return [(name, array) for module in self.modules() for name, array in module.own_buffers()]
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{p.name}": p.data.copy() for i, p in enumerate(self.parameters())}
+        """Copies of the parameters ("{i}.{name}"), then of the buffers ("buffer.{j}.{name}").
+
+        A model without buffers gets exactly the keys it always had."""
+        state = {f"{i}.{p.name}": p.data.copy() for i, p in enumerate(self.parameters())}
+        for j, (name, array) in enumerate(self._named_buffers()):
+            state[f"buffer.{j}.{name}"] = array.copy()
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        params = self.parameters()
-        if len(state) != len(params):
-            raise ValueError(f"state has {len(state)} arrays, model has {len(params)} parameters")
-        for (key, value), p in zip(state.items(), params):
-            if value.shape != p.data.shape:
-                raise ValueError(f"{key}: shape {value.shape} does not match {p.data.shape}")
-            p.data[...] = value
+        """Copy a ``state_dict()`` back in place (positional: parameters, then buffers)."""
+        targets = [p.data for p in self.parameters()] + [a for _, a in self._named_buffers()]
+        if len(state) != len(targets):
+            raise ValueError(f"state has {len(state)} arrays, model has {len(targets)} "
+                             "parameters and buffers")
+        for (key, value), target in zip(state.items(), targets):
+            if value.shape != target.shape:
+                raise ValueError(f"{key}: shape {value.shape} does not match {target.shape}")
+        for (key, value), target in zip(state.items(), targets):
+            target[...] = value
 
 
 class Sequential(Module):
-    """Layers applied in order; owns the model's flat parameter and gradient buffers."""
+    """Layers applied in order; owns the model's flat parameter, gradient and buffer arrays.
+
+    A Sequential nested in another (directly or inside a Residual) has its parameters and
+    buffers at consecutive positions of the outer one's, so the outer one re-points the
+    inner one's flat arrays at the matching slices: one copy of the state, and an inner
+    ``zero_grad`` still clears the right gradients.
+    """
 
     def __init__(self, *layers: Module):
         self.layers = list(layers)
         params = self.parameters()
+        buffers = self._named_buffers()
         dtypes = {p.data.dtype for p in params}
         if len(dtypes) > 1:
             raise ValueError(f"all parameters of a Sequential must share one dtype, got {dtypes}")
@@ -116,10 +161,32 @@ class Sequential(Module):
             p.data = self.flat_params[offset:offset + n].reshape(p.data.shape)
             p.grad = self.flat_grads[offset:offset + n].reshape(p.data.shape)
             offset += n
+        self.flat_buffers = np.empty(sum(a.size for _, a in buffers), dtype=dtype)
+        offset = 0
+        for module in self.modules():
+            for name, array in module.own_buffers():
+                n = array.size
+                self.flat_buffers[offset:offset + n] = array.ravel()
+                setattr(module, name, self.flat_buffers[offset:offset + n].reshape(array.shape))
+                offset += n
+        self._adopt_nested()
         self.input_grad = True
         # Called as hook(layer_index) right after each layer's backward, when that layer's
         # gradients are final: lets a wrapper start communicating early (overlap).
         self.backward_hooks = []
+
+    def _adopt_nested(self) -> None:
+        """Point every nested Sequential's flat arrays at its slice of ours."""
+        p_off = b_off = 0
+        for module in self.modules():
+            if isinstance(module, Sequential) and module is not self:
+                n_p = sum(p.size for p in module.parameters())
+                n_b = sum(a.size for a in module.buffers())
+                module.flat_params = self.flat_params[p_off:p_off + n_p]
+                module.flat_grads = self.flat_grads[p_off:p_off + n_p]
+                module.flat_buffers = self.flat_buffers[b_off:b_off + n_b]
+            p_off += sum(p.size for p in module.own_parameters())
+            b_off += sum(a.size for _, a in module.own_buffers())
 
     def children(self):
         return self.layers
