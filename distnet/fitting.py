@@ -17,7 +17,8 @@ from .distributed.deterministic import DeterministicStep
 from .errors import UserError
 from .evaluation import evaluate
 from .tasks import check_targets, loss_name, probe_outputs, resolve_loss, task_of
-from .trainer import Trainer, set_stat_reducer
+from .nn import set_stat_reducer
+from .trainer import Trainer
 
 
 @dataclass
@@ -124,9 +125,9 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
     if deterministic:
         # ghost batch norm: statistics per micro-batch, the same micro-batches for any world size
         stepper = DeterministicStep(comm, model, micro_batches or 8)
-        collective = set_stat_reducer(model, None)
-    else:
-        collective = set_stat_reducer(model, (lambda a: comm.allreduce(a)) if comm.size > 1 else None)
+        set_stat_reducer(model, None)
+    else:  # BatchNorm statistics of the global batch
+        set_stat_reducer(model, (lambda a: comm.allreduce(a)) if comm.size > 1 else None)
     dist_optimizer = DistributedOptimizer(optimizer, model, comm, op="sum", overlap=overlap and not deterministic,
                                           bucket_mb=bucket_mb)
     settings = {"batch_size": batch_size, "seed": seed, "deterministic": bool(deterministic),
@@ -140,7 +141,7 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
         watchdog = Watchdog(comm, timeout).start()
     trainer = Trainer(model, loss, dist_optimizer, schedule, loader, comm, coordinator, test=test,
                       total_steps=total_steps, seed=seed, task=task_of(train), deterministic=stepper,
-                      collective=collective, eval_batch_size=eval_batch_size, log_every=log_every,
+                      eval_batch_size=eval_batch_size, log_every=log_every,
                       watchdog=watchdog, settings=settings,
                       meta=run_meta(model, train, loss, dataset_name, output_shape), evaluate=evaluate)
     origin = (getattr(model, "origin", None) or {}).get("spec") or f"a {len(getattr(model, 'layers', []))}-layer model"

@@ -28,24 +28,6 @@ from .errors import UserError
 RESUME_MUST_MATCH = ("dataset", "model", "batch_size", "seed", "optimizer", "deterministic", "micro_batches")
 
 
-def set_sample_context(model, *, seed: int, step: int, first_index: int) -> None:
-    """Contract A: the next forward's row i is global sample ``first_index + i`` of ``step``
-    (keyed dropout masks).  A no-op for a distnet without keyed randomness."""
-    setter = getattr(nn, "set_sample_context", None)
-    if setter is not None:
-        setter(model, seed=seed, step=step, first_index=first_index)
-
-
-def set_stat_reducer(model, reducer) -> bool:
-    """Contract A: how BatchNorm layers reduce their partial sums; True when the model has a
-    layer that uses it (then forward and backward are collectives)."""
-    setter = getattr(nn, "set_stat_reducer", None)
-    if setter is None or not hasattr(model, "modules"):
-        return False
-    setter(model, reducer)
-    return any(hasattr(m, "stat_reducer") for m in model.modules())
-
-
 class StopFlag:
     """Set by SIGTERM/SIGINT; the loop finishes its step, checkpoints and exits 0."""
 
@@ -79,13 +61,12 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, schedule, loader, comm, coordinator, *, test=None,
                  total_steps: int, seed: int = 0, task: str = "classification", deterministic=None,
-                 collective: bool = False, eval_batch_size: int = 1000, log_every: int = 50,
+                 eval_batch_size: int = 1000, log_every: int = 50,
                  watchdog=None, settings: dict | None = None, meta: dict | None = None, evaluate=None):
         self.model, self.criterion, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.loader, self.comm, self.coordinator, self.test_set = loader, comm, coordinator, test
         self.total_steps, self.seed, self.deterministic = total_steps, seed, deterministic
         self.classify = task == "classification"
-        self.collective = collective
         self.mean_loss = getattr(loss, "reduction", "mean") != "sum"
         self.eval_batch_size, self.log_every = eval_batch_size, log_every
         self.watchdog = watchdog
@@ -169,7 +150,7 @@ class Trainer:
 
         ``scale`` turns the criterion's mean over the slice into the slice's sum divided by
         the global count (a summing criterion keeps its sum: scale 1)."""
-        set_sample_context(self.model, seed=self.seed, step=self.step, first_index=first_index)
+        nn.set_sample_context(self.model, seed=self.seed, step=self.step, first_index=first_index)
         out = self.model(x.astype(self.dtype, copy=False))
         n = len(y)
         if n:
@@ -196,10 +177,7 @@ class Trainer:
             self.optimizer.step(synchronize=False)  # the micro-batch sum is the global gradient
         else:
             self.model.zero_grad()
-            if len(y) or self.collective:
-                stats = self._forward_backward(x, y, 1.0 / count, offset)
-            else:
-                stats = np.zeros(3)
+            stats = self._forward_backward(x, y, 1.0 / count, offset)  # also on 0 samples
             self.optimizer.step()
         self.step += 1
         return stats
