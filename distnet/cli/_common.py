@@ -1,0 +1,41 @@
+"""What every command shares: the one-line error and exit code 2 for bad input, argparse
+usage errors in the same form, and one BLAS thread per process before NumPy loads."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_USER_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is the one line ``distnet: error: ...`` and exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"distnet: error: {message} (see --help)\n")
+
+
+def one_blas_thread() -> None:
+    """Same default as training (see distnet.train): one BLAS thread per process, unless the
+    environment says otherwise.  Only effective before NumPy is imported."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def report_user_error(exc) -> int:
+    print(f"distnet: error: {exc}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
+def require_matplotlib(what: str):
+    """matplotlib.pyplot on the Agg backend, or a UserError saying how to get it."""
+    from ..errors import UserError
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError(f"{what} needs matplotlib, which is not installed; "
+                        f"run: pip install 'distnet[plot]'") from None
+    return plt
