@@ -126,6 +126,10 @@ def draw_figure(results: list[dict], meta_shape, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    from PIL import Image
+    with Image.open(path) as im:  # 16 grey levels and two colours are all it has: a small file
+        small = im.convert("RGB").quantize(colors=32)
+    small.save(path, optimize=True)
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ Arrays (``.npy``, IDX) are taken as pixels already: uint8 0-255, or floats in [0
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def _open_image(path: Path, kind: str):
         raise UserError(f"{path}: reading images needs Pillow, which is not installed; "
                         f"run: pip install Pillow (or pip install 'distnet[images]')") from None
     try:
-        im = Image.open(path, formats=["PNG", "JPEG"])
+        with warnings.catch_warnings():  # the size is judged below, in one error line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path, formats=["PNG", "JPEG"])
     except Exception as exc:  # Pillow raises many types for garbage; all mean the same here
         raise UserError(f"{path}: cannot read {kind.upper()} image: {oneline(exc)}") from None
     width, height = im.size
