@@ -57,7 +57,7 @@ class ProgressBar:
         if self._started is None:
             # started here, not in __init__: a resumed run's first step is not step 1, and
             # its rate and ETA must count only the steps this run does
-            self._started = (time.monotonic(), step - 1)
+            self._started = (time.monotonic(), step)
             if self._tqdm is not None:
                 self._bar = self._tqdm(total=self.total, initial=step - 1, file=self.stream, unit="step",
                                        dynamic_ncols=True, leave=True, smoothing=0.1)
@@ -74,9 +74,9 @@ class ProgressBar:
         t0, s0 = self._started
         elapsed = time.monotonic() - t0
         done = step - s0
-        eta = elapsed / done * (self.total - step) if done > 0 else 0.0
+        eta = _clock(elapsed / done * (self.total - step)) if done > 0 else "--:--"  # no rate yet
         print(f"{self._epochs(epoch)} step {step}/{self.total} loss {loss:.4f} acc {accuracy * 100:.2f}% "
-              f"{images_per_sec:,.0f} img/s eta {_clock(eta)}", file=sys.stdout, flush=True)
+              f"{images_per_sec:,.0f} img/s eta {eta}", file=sys.stdout, flush=True)
 
     def message(self, text: str) -> None:
         """Print a line without garbling the bar."""

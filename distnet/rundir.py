@@ -16,7 +16,7 @@ import math
 import platform
 from pathlib import Path
 
-from .atomic import atomic_write
+from .cli._common import write_atomically
 
 
 def _toml_value(value) -> str:
@@ -45,8 +45,7 @@ def start(cfg) -> None:
     """Create the folder and write config.toml (rank 0, before training)."""
     folder = Path(cfg.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / "config.toml") as f:
-        f.write(config_toml(cfg).encode())
+    write_atomically(folder / "config.toml", config_toml(cfg).encode())
 
 
 def _eval_accuracies(metrics_path) -> list[float]:
@@ -111,5 +110,4 @@ def finish(cfg, comm, result: dict, wall_seconds: float) -> None:
     if comm.rank != 0:
         return
     data = summary(cfg, comm, result, wall_seconds, hosts)
-    with atomic_write(Path(cfg.run_dir) / "summary.json") as f:
-        f.write((json.dumps(data, indent=2) + "\n").encode())
+    write_atomically(Path(cfg.run_dir) / "summary.json", (json.dumps(data, indent=2) + "\n").encode())

@@ -1,5 +1,7 @@
 """``--run-dir`` and the one ``distnet`` entry point."""
 import json
+import os
+import stat
 import socket
 import subprocess
 import sys
@@ -41,6 +43,10 @@ def test_run_dir_holds_config_metrics_checkpoints_summary(tmp_path):
     assert summary["images_per_sec"] > 0 and summary["wall_seconds"] >= summary["train_seconds"] > 0
     assert summary["versions"]["distnet"] == "0.1.0" and summary["versions"]["numpy"] == np.__version__
     assert summary["checkpoint"] == str(run / "checkpoints" / "latest.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("summary.json", "config.toml"):  # readable like any file the user writes
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~umask
 
 
 def test_config_toml_reuse_resumes_the_run(tmp_path):

@@ -39,3 +39,22 @@ def require_matplotlib(what: str):
         raise UserError(f"{what} needs matplotlib, which is not installed; "
                         f"run: pip install 'distnet[plot]'") from None
     return plt
+
+
+def write_atomically(path, data_or_writer) -> None:
+    """Write bytes (or call ``writer(file)``) to ``path`` atomically, with the permissions a
+    plain ``open(path, "w")`` would give.  atomic_write's temporary file is created 0600
+    (mkstemp), which is right for checkpoints in progress but not for a figure or a summary
+    meant to be shared."""
+    import os
+
+    from ..atomic import atomic_write
+
+    with atomic_write(path) as f:
+        if callable(data_or_writer):
+            data_or_writer(f)
+        else:
+            f.write(data_or_writer)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import Parser, one_blas_thread, report_user_error, require_matplotlib
+from ._common import Parser, one_blas_thread, report_user_error, require_matplotlib, write_atomically
 
 
 def build_parser() -> Parser:
@@ -67,23 +67,22 @@ def format_text(result: dict) -> str:
              f"({result['samples']} samples)",
              f"accuracy {result['accuracy'] * 100:.2f}%  loss {result['loss']:.4f}", "",
              "per-class accuracy:"]
-    name_width = max(len(c) for c in classes)
-    for i, (name, acc) in enumerate(zip(classes, result["per_class_accuracy"])):
-        support = sum(confusion[i])
+    # class names beside the numbers, unless the names are the numbers (MNIST)
+    named = classes != [str(i) for i in range(k)]
+    labels = [f"{i:>2} {name:<{max(map(len, classes))}}" if named else f"{i:>2}" for i, name in enumerate(classes)]
+    for i, acc in enumerate(result["per_class_accuracy"]):
         shown = f"{acc * 100:6.2f}%" if acc is not None else "      -"
-        lines.append(f"  {i:>2} {name:<{name_width}}  {shown}  of {support}")
+        lines.append(f"  {labels[i]}  {shown}  of {sum(confusion[i])}")
     cell = max(4, len(str(max(max(row) for row in confusion))) + 1)
     lines += ["", "confusion matrix (rows: true class, columns: predicted class):",
-              " " * (4 + name_width) + "".join(f"{j:>{cell}}" for j in range(k))]
+              " " * (2 + len(labels[0])) + "".join(f"{j:>{cell}}" for j in range(k))]
     for i, row in enumerate(confusion):
-        lines.append(f"  {i:>2} {classes[i]:<{name_width}}" + "".join(f"{v:>{cell}}" for v in row))
+        lines.append(f"  {labels[i]}" + "".join(f"{v:>{cell}}" for v in row))
     return "\n".join(lines)
 
 
 def draw_confusion(result: dict, path: str, plt) -> None:
     import numpy as np
-
-    from ..atomic import atomic_write
 
     confusion = np.asarray(result["confusion"], dtype=np.float64)
     classes = result["classes"]
@@ -106,9 +105,10 @@ def draw_confusion(result: dict, path: str, plt) -> None:
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
     suffix = Path(path).suffix.lstrip(".").lower() or "png"
-    with atomic_write(path) as f:
-        fig.savefig(f, format=suffix)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda f: fig.savefig(f, format=suffix))
+    finally:
+        plt.close(fig)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -159,8 +159,8 @@ def run(args, comm) -> dict:
 
     from ..data.loader import shard_bounds
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    if args.batch_size < 1:  # every rank sees this one itself
+        raise _SharedError(f"--batch-size: must be >= 1, got {args.batch_size}")
     prepared = None
     if comm.rank == 0:
         try:

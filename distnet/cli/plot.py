@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import Parser, report_user_error, require_matplotlib
+from ._common import Parser, report_user_error, require_matplotlib, write_atomically
 
 
 def build_parser() -> Parser:
@@ -148,13 +148,12 @@ def figure(runs: list[Run], plt):
 
 def draw(runs: list[Run], output: str, plt) -> None:
     """Save the figure of ``runs`` to ``output`` atomically (the format from its suffix)."""
-    from ..atomic import atomic_write
-
     fig = figure(runs, plt)
     suffix = Path(output).suffix.lstrip(".").lower() or "png"
-    with atomic_write(output) as f:
-        fig.savefig(f, format=suffix)
-    plt.close(fig)
+    try:
+        write_atomically(output, lambda f: fig.savefig(f, format=suffix))
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:
