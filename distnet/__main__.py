@@ -1,6 +1,7 @@
 """``python -m distnet COMMAND ...``, the same as the ``distnet`` command."""
 import sys
 
-from .cli.main import main
+if __name__ == "__main__":
+    from .cli.main import main
 
-sys.exit(main())
+    sys.exit(main())
