@@ -1,5 +1,4 @@
 """Progress display: a tqdm bar in a real terminal (tmux), plain lines without one."""
-import os
 import shutil
 import subprocess
 import sys
