@@ -85,6 +85,16 @@ def font_digits(checkpoint: str, out: Path) -> list[dict]:
     folder = out / "font-digits"
     folder.mkdir(parents=True, exist_ok=True)
     found = {name: path for name, path in FONTS.items() if Path(path).is_file()}
+    if not found:  # no Debian fonts: matplotlib ships DejaVu Sans
+        try:
+            import matplotlib
+            bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+            if bundled.is_file():
+                found = {"DejaVu Sans (matplotlib's)": str(bundled)}
+        except ImportError:
+            pass
+    if not found:
+        sys.exit("no fonts found: apt-get install fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf")
     missing = sorted(set(FONTS) - set(found))
     if missing:
         print(f"fonts not installed (skipped): {', '.join(missing)}", file=sys.stderr)
