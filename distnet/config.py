@@ -55,6 +55,7 @@ class TrainConfig:
     micro_batches: int = 0
     threads: int | None = None
     download: bool = True
+    run_dir: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--micro-batches", type=int, metavar="K", help="micro-batches per global batch for --deterministic (default: 8 or the world size)")
     a("--threads", type=int, help="BLAS threads per process (default 1: use more ranks for more cores)")
     a("--no-download", dest="download", action="store_false", help="never try to download data")
+    a("--run-dir", metavar="DIR", help="one folder for the run: config.toml, metrics.jsonl, checkpoints/, "
+      "summary.json (sets --checkpoint-dir and --metrics unless given)")
     return p
 
 
@@ -138,7 +141,7 @@ def _coerce(name: str, value, source: str):
     default = getattr(TrainConfig(), name)
     kind = type(default) if default is not None else None
     hints = {"data_dir": str, "max_steps": int, "checkpoint_dir": str, "resume": str,
-             "eval_every": int, "metrics": str, "threads": int}
+             "eval_every": int, "metrics": str, "threads": int, "run_dir": str}
     kind = hints.get(name, kind)
     if value is None:
         return None
@@ -165,6 +168,9 @@ def parse_config(argv=None) -> TrainConfig:
             values[name] = _coerce(name, value, config_file)
     values.update(args)
     cfg = TrainConfig(**values)
+    if cfg.run_dir:  # the run folder's defaults; explicit flags win
+        cfg.checkpoint_dir = cfg.checkpoint_dir or str(Path(cfg.run_dir) / "checkpoints")
+        cfg.metrics = cfg.metrics or str(Path(cfg.run_dir) / "metrics.jsonl")
     validate(cfg)
     return cfg
 
@@ -215,5 +221,7 @@ def validate(cfg: TrainConfig) -> None:
         bad("checkpoint-every", "needs --checkpoint-dir")
     if cfg.resume == "latest" and not cfg.checkpoint_dir:
         bad("resume", "needs --checkpoint-dir (or a checkpoint path: --resume PATH)")
+    if cfg.run_dir and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        bad("run-dir", f"{cfg.run_dir} exists and is not a directory")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
         bad("checkpoint-dir", f"{cfg.checkpoint_dir} exists and is not a directory")

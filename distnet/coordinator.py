@@ -24,7 +24,8 @@ class Coordinator:
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = total_steps
         self._metrics = None
-        self.progress = ProgressBar(total_steps, enabled=self.active and not cfg.no_progress)
+        self.progress = ProgressBar(total_steps, enabled=self.active and not cfg.no_progress,
+                                    steps_per_epoch=steps_per_epoch)
         if self.active and cfg.metrics:
             try:
                 Path(cfg.metrics).parent.mkdir(parents=True, exist_ok=True)

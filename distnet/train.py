@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def _set_blas_threads(argv) -> None:
@@ -73,6 +74,10 @@ def main(argv=None) -> int:
             if comm.size > 1 and exc.code:
                 comm.abort(2)
             return int(exc.code or 0)
+        started = time.monotonic()
+        if cfg.run_dir and comm.rank == 0:
+            from . import rundir
+            rundir.start(cfg)
         train_set, test_set = load_both_splits(cfg, comm, load_dataset)
         if comm.size > 1:
             watchdog = Watchdog(comm, cfg.timeout).start()
@@ -80,6 +85,9 @@ def main(argv=None) -> int:
         result = trainer.run()
         if watchdog is not None:
             watchdog.stop()
+        if cfg.run_dir:
+            from . import rundir
+            rundir.finish(cfg, comm, result, time.monotonic() - started)
         if comm.size > 1:
             comm.barrier()
         if result["eval"] is not None and comm.rank == 0:

@@ -19,6 +19,7 @@ from .distributed.deterministic import DeterministicStep
 from .distributed.faults import InjectedFault, injected_fault_step
 from .distributed.sync import GradientSync
 from .errors import UserError
+from .meta import checkpoint_meta
 from .nn import CrossEntropyLoss, build_model
 from .optim import make_optimizer, make_schedule
 
@@ -75,7 +76,7 @@ class Trainer:
         epoch, position = divmod(self.step, self.loader.steps_per_epoch)
         return ckpt_io.Checkpoint(params=self.model.flat_params.copy(), optimizer=self.optimizer.state_dict(),
                                   step=self.step, epoch=epoch, position=position, seed=self.cfg.seed,
-                                  config=self.cfg.to_dict())
+                                  config=self.cfg.to_dict(), meta=checkpoint_meta(self.cfg, self.train_set))
 
     def restore(self, ckpt: ckpt_io.Checkpoint, source: str) -> None:
         if ckpt.params.size != self.model.flat_params.size:
@@ -177,6 +178,7 @@ class Trainer:
         window = np.zeros(3)  # loss sum, correct, count since the last log line
         window_time = 0.0  # training time in the window: evaluation and checkpoints excluded
         train_time = 0.0
+        images = 0  # trained by this process's run, for the run folder's images/s
         last = {"loss": float("nan"), "accuracy": 0.0, "images_per_sec": 0.0}
         final_eval = None
         while self.step < self.total_steps:
@@ -189,6 +191,7 @@ class Trainer:
             if comm.size > 1:
                 comm.allreduce(flags)
             window += flags[:3]
+            images += int(flags[2])
             step_time = time.perf_counter() - t0
             window_time += step_time
             train_time += step_time
@@ -218,7 +221,8 @@ class Trainer:
             if final_eval is None:
                 final_eval = self._evaluate_and_log()
         coord.close()
-        return {"step": self.step, "eval": final_eval, "train_time": train_time}
+        return {"step": self.step, "eval": final_eval, "train_time": train_time, "images": images,
+                "completed": self.step >= self.total_steps}
 
     @staticmethod
     def _window_figures(window, seconds: float) -> dict:
