@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_train
+from distnet.errors import UserError
 
 SBATCH_SCRIPT = REPO / "launch" / "slurm" / "train.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "sinfo", "scancel", "squeue")
@@ -211,13 +212,54 @@ def test_srun_pmi2_two_tasks_match_one_process(slurm, one_process, tmp_path):
     assert_same_params(params, one_process[0])
 
 
+def test_srun_without_pmi_is_refused(slurm, tmp_path):
+    """``srun --mpi=none`` gives the tasks no MPI wire-up: each would train alone and all would
+    write the same checkpoint.  Every task refuses with one line and exit code 2."""
+    r = slurm.run("srun", "--mpi=none", "-n", "2", sys.executable, "-m", "distnet.train", *TRAIN,
+                  "--max-steps", "5", "--checkpoint-dir", str(tmp_path / "ck"), check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("distnet: error: srun: 2 tasks")]
+    assert len(errors) == 2 and "--mpi=pmi2" in errors[0] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("env, size", [
+    ({"SLURM_STEP_NUM_TASKS": "4", "PMI_SIZE": "4", "PMI_FD": "11"}, 4),   # srun --mpi=pmi2
+    ({"SLURM_STEP_NUM_TASKS": "4", "PMIX_NAMESPACE": "slurm.pmix.7.0", "PMIX_RANK": "1"}, 4),  # --mpi=pmix
+    ({"SLURM_STEP_NUM_TASKS": "1"}, 1),   # srun -n 1
+    ({"SLURM_NTASKS": "4"}, 1),           # the batch script itself, outside any srun step
+    ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),   # Open MPI's mpirun
+])
+def test_world_size_from_launcher_environment(monkeypatch, env, size):
+    from distnet.distributed import launched_world_size
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS",
+                "PMIX_NAMESPACE", "PMIX_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert launched_world_size() == size
+
+
+def test_srun_tasks_without_pmi_are_a_user_error(monkeypatch):
+    from distnet.distributed import launched_world_size
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "PMIX_NAMESPACE", "PMIX_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "2")
+    with pytest.raises(UserError, match="--mpi=pmi2"):
+        launched_world_size()
+
+
 def submit(slurm, workdir, *train_args, env=None, wait=True):
+    """sbatch -n 2 the script as job "t" in workdir; with wait, return once it has completed
+    (polled here: ``sbatch --wait`` backs off to polling every 10 s or so)."""
     workdir.mkdir(exist_ok=True)
-    cmd = ["sbatch", "--parsable", "-n", "2", f"--chdir={workdir}", "-J", "t"]
+    r = slurm.run("sbatch", "--parsable", "-n", "2", f"--chdir={workdir}", "-J", "t", str(SBATCH_SCRIPT),
+                  *TRAIN, *train_args, env=dict(slurm.env, **(env or {})))
+    job = r.stdout.strip().split(";")[0]
     if wait:
-        cmd.append("--wait")
-    r = slurm.run(*cmd, str(SBATCH_SCRIPT), *TRAIN, *train_args, env=dict(slurm.env, **(env or {})))
-    return r.stdout.strip().split(";")[0]
+        wait_for_state(slurm, job, ("COMPLETED", 0), settled=("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"),
+                       log=workdir / f"distnet-t-{job}.out")
+    return job
 
 
 def test_sbatch_script_matches_one_process(slurm, one_process, tmp_path):
@@ -229,10 +271,12 @@ def test_sbatch_script_matches_one_process(slurm, one_process, tmp_path):
     assert_same_params(params, one_process[0])
 
 
-def wait_for_state(slurm, job, state, timeout=120):
+def wait_for_state(slurm, job, state, timeout=120, settled=(), log=None):
     deadline = time.monotonic() + timeout
-    while slurm.state(job) != state:
-        assert time.monotonic() < deadline, f"job {job}: {slurm.state(job)}, not {state}\n{slurm.logs()}"
+    while (now := slurm.state(job)) != state:
+        job_log = log.read_text() if log is not None and log.exists() else ""
+        assert now[0] not in settled, f"job {job}: {now}, not {state}\n{job_log}\n{slurm.logs()}"
+        assert time.monotonic() < deadline, f"job {job}: {now}, not {state}\n{job_log}\n{slurm.logs()}"
         time.sleep(0.3)
 
 
