@@ -286,10 +286,10 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm, one_process, 
     checkpoint and exit 0, the job requeues itself and the second run resumes from that
     checkpoint and ends with the uninterrupted run's parameters."""
     metrics = tmp_path / "metrics.jsonl"
-    job = submit(slurm, tmp_path, "--max-steps", str(STEPS), "--log-every", "10", "--metrics", str(metrics),
+    job = submit(slurm, tmp_path, "--max-steps", str(STEPS), "--log-every", "5", "--metrics", str(metrics),
                  env={"DISTNET_REQUEUE_ON_SIGNAL": "1"}, wait=False)
     deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count('"train"') >= 2):
+    while not (metrics.exists() and '"train"' in metrics.read_text()):  # step 5 of 300: training
         assert time.monotonic() < deadline, f"no training progress\n{slurm.logs()}"
         time.sleep(0.2)
     slurm.run("scancel", "--batch", "--signal=TERM", job)
@@ -306,4 +306,4 @@ def test_time_limit_signal_checkpoints_requeues_and_resumes(slurm, one_process, 
     assert step == STEPS
     assert_same_params(params, one_process[0])
     steps_logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if '"train"' in line]
-    assert max(steps_logged) >= STEPS - 10
+    assert max(steps_logged) >= STEPS - 5
