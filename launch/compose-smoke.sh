@@ -82,6 +82,56 @@ evals = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
 evals = [e for e in evals if e.get("event") == "eval"]
 print(step, *((evals[-1]["step"], evals[-1]["accuracy"]) if evals else ("none", "none")))'
 }
+# The containers' confinement, from docker itself (works on stopped containers): every
+# capability dropped but the role's own, no-new-privileges, the key directories on tmpfs,
+# authorized_keys read-only on the workers, and no private key in any writable layer.
+check_confinement() {
+  local id service want tmpfs_dir
+  for id in $(project_ids -a); do
+    service=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$id")
+    case "$service" in
+      coordinator) want="SETGID SETUID"; tmpfs_dir=/home/distnet/.ssh ;;
+      worker) want="KILL NET_BIND_SERVICE SETGID SETUID SYS_CHROOT"; tmpfs_dir=/run/distnet ;;
+      *) fail "unexpected service $service" ;;
+    esac
+    [ "$(docker inspect -f '{{join .HostConfig.CapDrop " "}}' "$id")" = ALL ] || fail "$service: CapDrop is not ALL"
+    [ "$(docker inspect -f '{{join .HostConfig.CapAdd " "}}' "$id" | tr ' ' '\n' | sed 's/^CAP_//' | sort | xargs)" = "$want" ] \
+      || fail "$service: CapAdd is not $want"
+    docker inspect -f '{{join .HostConfig.SecurityOpt " "}}' "$id" | grep -qw "no-new-privileges:true" \
+      || fail "$service: no-new-privileges is not set"
+    docker inspect -f '{{range $k, $v := .HostConfig.Tmpfs}}{{$k}} {{end}}' "$id" | grep -qw "$tmpfs_dir" \
+      || fail "$service: $tmpfs_dir is not a tmpfs"
+    if [ "$service" = worker ]; then
+      [ "$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/rendezvous/client"}}{{.RW}}{{end}}{{end}}' "$id")" = false ] \
+        || fail "worker: /rendezvous/client (authorized_keys) is not mounted read-only"
+    fi
+    if docker diff "$id" | grep -E "id_ed25519|ssh_host_|\.ssh/"; then
+      fail "$service: key material in the container's writable layer (docker diff above)"
+    fi
+  done
+}
+# The same, seen from inside running containers: the kernel's view of capabilities and
+# no_new_privs, the tmpfs mounts, a read-only authorized_keys with `restrict`, sshd's settings.
+check_confinement_live() {
+  local coordinator=$1 worker=$2 out
+  for id in "$coordinator" "$worker"; do
+    docker exec "$id" grep -q "^NoNewPrivs:[[:space:]]*1" /proc/1/status || fail "no_new_privs is off in $id"
+  done
+  # CapBnd: SETGID(6) SETUID(7) = 0xc0; the worker adds KILL(5) NET_BIND_SERVICE(10) SYS_CHROOT(18) = 0x404e0
+  docker exec "$coordinator" grep -q "^CapBnd:[[:space:]]*00000000000000c0$" /proc/1/status || fail "coordinator: capability bounding set"
+  docker exec "$worker" grep -q "^CapBnd:[[:space:]]*00000000000404e0$" /proc/1/status || fail "worker: capability bounding set"
+  [ "$(docker exec "$coordinator" stat -f -c %T /home/distnet/.ssh)" = tmpfs ] || fail "coordinator: ~/.ssh is not a tmpfs"
+  [ "$(docker exec "$worker" stat -f -c %T /run/distnet)" = tmpfs ] || fail "worker: /run/distnet is not a tmpfs"
+  docker exec "$worker" grep -q "^restrict ssh-ed25519 " /rendezvous/client/authorized_keys || fail "authorized_keys lacks restrict"
+  if docker exec "$worker" sh -c 'echo x >>/rendezvous/client/authorized_keys' 2>/dev/null; then
+    fail "a worker can write authorized_keys"
+  fi
+  out=$(docker exec "$worker" /usr/sbin/sshd -T -f /run/distnet/sshd_config)
+  for setting in "disableforwarding yes" "permituserrc no" "logingracetime 15" "permitrootlogin no" "passwordauthentication no"; do
+    grep -qx "$setting" <<<"$out" || fail "worker sshd: '$setting' not in effect"
+  done
+  say "confinement checked in running containers (capabilities, no_new_privs, tmpfs keys, read-only restrict'ed authorized_keys, sshd settings)"
+}
 # run the cluster in the foreground: up_job LOG WORKERS TRAIN_ARGS; sets UP_RC and UP_SECONDS
 up_job() {
   local log=$1 workers=$2 train=$3 start
@@ -116,6 +166,9 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) e
   || fail "accuracy $acc < $MIN_ACC"
 [ "$step" = "$eval_step" ] || fail "checkpoint step $step != last eval step $eval_step"
 MULTI_SECONDS=$UP_SECONDS
+check_confinement
+! grep -E "Operation not permitted|Permission denied" "$LOGDIR/up.log" || fail "a capability is missing (see above)"
+say "confinement checked with docker inspect/diff on all $nodes containers"
 
 # 4. Optional: the same job in one container (no workers).
 if [ $COMPARE = 1 ]; then
@@ -147,6 +200,7 @@ if [ $KILL_TEST = 1 ]; then
   done
   victim=$(project_ids --filter label=com.docker.compose.service=worker | head -1)
   [ -n "$victim" ] || fail "no running worker to kill"
+  check_confinement_live "$coordinator" "$victim"
   killed_at=$(date +%s.%N)
   docker kill "$victim" >/dev/null
   say "killed worker container $(docker inspect -f '{{.Name}}' "$victim")"
