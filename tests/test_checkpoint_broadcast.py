@@ -185,6 +185,13 @@ def test_an_oversized_header_length_is_refused():
         broadcast_checkpoint(peer, None)
 
 
+def test_an_impossible_shape_is_an_error_not_a_crash():
+    header = honest_header()
+    header["checkpoint"]["arrays"][0][2] = [2 ** 62, 2 ** 62]
+    with pytest.raises(UserError, match="cannot allocate 'params'"):
+        broadcast_checkpoint(Peer(forged(header)(None)), None)
+
+
 def test_a_world_of_one_sends_nothing():
     class One(NoPickle):
         size, rank = 1, 0

@@ -107,7 +107,10 @@ def _allocate(header) -> list[tuple[str, np.ndarray]]:
                 f"dtype {dtype!r} of {name!r}")
         _expect(isinstance(shape, list) and len(shape) <= MAX_NDIM
                 and all(type(d) is int and d >= 0 for d in shape), f"shape of {name!r}")
-        out.append((name, np.empty(tuple(shape), dtype=np.dtype(dtype))))
+        try:
+            out.append((name, np.empty(tuple(shape), dtype=np.dtype(dtype))))
+        except (MemoryError, ValueError):
+            raise UserError(f"checkpoint broadcast: cannot allocate {name!r} of shape {shape}") from None
     names = [name for name, _ in out]
     _expect(len(set(names)) == len(names), "duplicate array names")
     in_dicts = set()
