@@ -16,6 +16,7 @@ from distnet.errors import UserError
 
 class NoPickle:
     size = 2
+    root = 0  # the rank every broadcast must name as its root
 
     def broadcast_object(self, obj, root=0):
         raise AssertionError("the object broadcast pickles: it must not be used for checkpoints")
@@ -30,6 +31,7 @@ class Root(NoPickle):
         self.sent = []
 
     def broadcast(self, buf, root=0):
+        assert root == self.root, f"broadcast from rank {root}, expected {self.root}"
         assert isinstance(buf, np.ndarray) and buf.dtype.kind in "biufc" and not buf.dtype.hasobject
         self.sent.append(buf.copy())
         return buf
@@ -42,6 +44,7 @@ class Peer(NoPickle):
         self.sent = list(sent)
 
     def broadcast(self, buf, root=0):
+        assert root == self.root, f"broadcast from rank {root}, expected {self.root}"
         assert isinstance(buf, np.ndarray) and buf.dtype.kind in "biufc"
         data = self.sent.pop(0)
         assert data.dtype == buf.dtype and data.shape == buf.shape, (data.dtype, data.shape, buf.dtype, buf.shape)
@@ -93,6 +96,20 @@ def test_a_saved_checkpoint_arrives_whole(tmp_path):
     assert_same(loaded, theirs)
 
 
+def test_another_root_and_an_empty_buffers_field(tmp_path):
+    """Rank 1 as the root, and a model without BatchNorm (buffers of length 0)."""
+    ckpt = sample_checkpoint()
+    ckpt.buffers = np.zeros(0, np.float32)
+    root, peer = Root(), None
+    root.rank = root.root = 1
+    assert broadcast_checkpoint(root, ckpt, root=1) is ckpt
+    peer = Peer(root.sent)
+    peer.rank, peer.root = 0, 1
+    received = broadcast_checkpoint(peer, None, root=1)
+    assert_same(ckpt, received)
+    assert received.buffers.shape == (0,)
+
+
 def test_every_resume_payload_arrives_as_sent(tmp_path):
     ckpt = sample_checkpoint()
     for payload in (None, ("fresh", "/ck/latest.npz"), ("error", "/ck/x.npz: checksum mismatch")):
@@ -128,6 +145,7 @@ def test_a_checkpoint_that_cannot_be_sent_is_an_error_on_every_rank():
             except UserError as exc:
                 results.append(("raised", str(exc)))
         assert results[0] == results[1], results
+        assert results[0][0] == ("raised" if function is broadcast_checkpoint else "error")
         assert "params has dtype <U7, not a plain number type" in str(results[0])
 
 
@@ -168,6 +186,20 @@ def test_a_forged_header_is_refused_before_any_array_is_made(change):
     peer = Peer(forged(header)(None))
     with pytest.raises(UserError, match="checkpoint broadcast: malformed header"):
         broadcast_checkpoint(peer, None)
+
+
+@pytest.mark.parametrize("message", [
+    {"kind": "bogus", "text": "x", "checkpoint": None},
+    {"kind": "fresh", "text": 5, "checkpoint": None},
+    {"kind": "ckpt", "text": "/ck/latest.npz", "checkpoint": None},   # no checkpoint with it
+    {"kind": "fresh", "text": "x"},                                   # no checkpoint key
+    ["fresh", "x"],
+])
+def test_a_forged_resume_message_is_refused(message):
+    data = np.frombuffer(json.dumps(message).encode(), np.uint8).copy()
+    peer = Peer([np.array([data.size], np.int64), data])
+    with pytest.raises(UserError, match="checkpoint broadcast: malformed header"):
+        broadcast_resume_point(peer, None)
 
 
 @pytest.mark.parametrize("text", ["{not json", "\udcff"])
