@@ -15,6 +15,7 @@ import numpy as np
 from . import checkpoint as ckpt_io
 from .coordinator import Coordinator
 from .data.loader import GlobalBatchLoader, shard_bounds
+from .distributed.checkpoint_broadcast import broadcast_resume_point
 from .distributed.deterministic import DeterministicStep
 from .distributed.faults import InjectedFault, injected_fault_step
 from .distributed.sync import GradientSync
@@ -109,7 +110,7 @@ class Trainer:
                     payload = ("ckpt", (ckpt_io.load(path), str(path)))
             except UserError as exc:
                 payload = ("error", str(exc))
-        payload = self.comm.broadcast_object(payload) if self.comm.size > 1 else payload
+        payload = broadcast_resume_point(self.comm, payload)  # raw arrays and JSON: no pickle
         if payload is None:
             return
         kind, value = payload
