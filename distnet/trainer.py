@@ -14,6 +14,7 @@ import numpy as np
 
 from . import checkpoint as ckpt_io
 from .coordinator import Coordinator
+from .data.augment import ImageAugment, flip_averaged_logits
 from .data.loader import GlobalBatchLoader, shard_bounds
 from .distributed.deterministic import DeterministicStep
 from .distributed.faults import InjectedFault, injected_fault_step
@@ -48,11 +49,11 @@ class Trainer:
         self.watchdog = watchdog
         self.model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
         self.model.input_grad = False  # the input is data: no gradient needed
-        self.criterion = CrossEntropyLoss()
+        self.criterion = CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
+                                        weight_decay=cfg.weight_decay, decay_exclude=cfg.weight_decay_exclude)
         self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
-                                        max_shift=cfg.augment_shift)
+                                        max_shift=cfg.augment_shift, augment=ImageAugment.from_config(cfg))
         spe = self.loader.steps_per_epoch
         # The schedule spans all epochs; --max-steps only says where to stop (like a
         # preemption), so a run cut short and resumed follows the same learning rates.
@@ -155,7 +156,7 @@ class Trainer:
         for lo in range(start, stop, self.cfg.eval_batch_size):
             idx = np.arange(lo, min(lo + self.cfg.eval_batch_size, stop))
             x, y = self.test_set.batch(idx)
-            logits = self.model(x)
+            logits = flip_averaged_logits(self.model, x) if self.cfg.tta_flip else self.model(x)
             totals += [self.criterion(logits, y) * len(y), np.count_nonzero(logits.argmax(axis=1) == y), len(y)]
             if self.watchdog is not None:
                 self.watchdog.beat(self.step, "evaluation")
