@@ -47,6 +47,7 @@ class TrainConfig:
     augment_cutout: int = 0
     label_smoothing: float = 0.0
     weight_decay_exclude: str = "none"
+    freeze_bn_scale: bool = False
     tta_flip: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
       help=f"cross-entropy against (1 - EPS) one-hot + EPS / classes, as PyTorch (default {d.label_smoothing:g})")
     a("--weight-decay-exclude", choices=DECAY_EXCLUDES,
       help="parameters left out of weight decay: BatchNorm's, biases, or both (default none)")
+    a("--freeze-bn-scale", action="store_true",
+      help="keep every BatchNorm scale at 1 (BatchNorm without affine scale; its shift still learns)")
     a("--tta-flip", action="store_true", help="evaluate on the mean of the logits of each image and its mirror image")
     a("--checkpoint-dir", metavar="DIR", help="write checkpoints here (a final one always)")
     a("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (0: never)")

@@ -51,7 +51,8 @@ class Trainer:
         self.model.input_grad = False  # the input is data: no gradient needed
         self.criterion = CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay, decay_exclude=cfg.weight_decay_exclude)
+                                        weight_decay=cfg.weight_decay, decay_exclude=cfg.weight_decay_exclude,
+                                        freeze="bn-scale" if cfg.freeze_bn_scale else None)
         self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
                                         max_shift=cfg.augment_shift, augment=ImageAugment.from_config(cfg))
         spe = self.loader.steps_per_epoch

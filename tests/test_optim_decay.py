@@ -140,3 +140,52 @@ def test_state_dict_round_trip_is_unchanged_by_a_mask():
 def test_bad_masks_raise_optimizer_errors(make, needle):
     with pytest.raises(OptimizerError, match=needle):
         make(tiny())
+
+
+# ---- freezing: BatchNorm without its scale ------------------------------------------------
+
+from distnet.optim import frozen_mask  # noqa: E402
+
+
+def test_frozen_mask_marks_the_batchnorm_scales():
+    np.testing.assert_array_equal(frozen_mask(tiny()), [0, 0, 0, 0, 0, 0, 1, 1, 0, 0])
+    model = build_model("cifar-resnet", (3, 32, 32), 10)
+    bn_scales = sum(m.weight.size for m in model.modules() if isinstance(m, _BatchNorm))
+    assert frozen_mask(model).sum() == bn_scales > 0
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
+def test_frozen_elements_keep_their_value_and_the_others_step_as_before(name):
+    """Frozen: bit for bit unchanged over three steps with gradients and weight decay.  The
+    rest: exactly the steps of an optimizer whose gradient is 0 at the frozen elements."""
+    rng = np.random.default_rng(4)
+    frozen, reference = tiny(), tiny()
+    a = make_optimizer(name, frozen, lr=0.05, weight_decay=0.1, freeze="bn-scale")
+    b = make_optimizer(name, reference, lr=0.05, weight_decay=0.1)
+    keep = frozen_mask(frozen) == 0
+    start = frozen.flat_params.copy()
+    for _ in range(3):
+        g = rng.standard_normal(10).astype(np.float32)
+        frozen.flat_grads[...] = g
+        reference.flat_grads[...] = np.where(keep, g, 0)
+        a.step()
+        b.step()
+        np.testing.assert_array_equal(frozen.flat_grads, g)  # the caller's buffer is not written
+    np.testing.assert_array_equal(frozen.flat_params[~keep], start[~keep])
+    np.testing.assert_array_equal(frozen.flat_params[keep], reference.flat_params[keep])
+    assert not np.array_equal(frozen.flat_params[keep], start[keep])
+
+
+def test_sgd_with_frozen_scale_by_hand():
+    """p = 2, g = 1, lr 0.1, wd 0.5, BatchNorm scale frozen: it stays 2, the others go to 1.8."""
+    model = tiny()
+    set_state(model, 2.0, 1.0)
+    make_optimizer("sgd", model, lr=0.1, weight_decay=0.5, freeze="bn-scale").step()
+    np.testing.assert_allclose(model.flat_params, [1.8] * 6 + [2.0, 2.0] + [1.8] * 2, rtol=1e-6)
+
+
+def test_bad_freeze_requests():
+    with pytest.raises(OptimizerError, match="conv"):
+        make_optimizer("sgd", tiny(), lr=0.1, freeze="conv")
+    with pytest.raises(OptimizerError, match="shape"):
+        SGD(tiny(), lr=0.1).freeze(np.ones(3))

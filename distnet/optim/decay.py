@@ -1,4 +1,5 @@
-"""Which parameters weight decay applies to: a per-element mask over the flat parameter order.
+"""Which parameters weight decay applies to, and which are frozen: per-element masks over
+the flat parameter order.
 
 Why: decaying BatchNorm's scale and shift and the biases toward zero regularises nothing
 useful (they do not set the function's capacity, and BatchNorm makes the layer before it
@@ -58,3 +59,25 @@ def decay_mask(model, exclude=("bn", "bias")) -> np.ndarray:
     if mask.size != expected:  # a Module whose parameters() is not its modules' own_parameters()
         raise OptimizerError(f"decay mask covers {mask.size} values but the model has {expected} parameters")
     return mask
+
+
+FREEZE_KINDS = ("bn-scale",)
+
+
+def frozen_mask(model, kind="bn-scale") -> np.ndarray:
+    """A float 0/1 vector over ``model.parameters()`` order: 1 for the elements to freeze.
+    ``bn-scale``: the scale (``weight``) of every BatchNorm layer, which then stays at its
+    initial 1 -- BatchNorm without an affine scale, as the fast CIFAR-10 ResNets train it
+    (the shift still learns).  Freezing through the optimizer keeps the parameter layout,
+    so checkpoints and the flat buffers are unchanged."""
+    if kind not in FREEZE_KINDS:
+        raise OptimizerError(f"invalid freeze kind {kind!r}; kinds are {', '.join(FREEZE_KINDS)}")
+    if not hasattr(model, "modules"):
+        raise OptimizerError("freezing parameters needs the model (a Module), not a list of parameters")
+    pieces = []
+    for module in model.modules():
+        norm = _is_norm_layer(module)
+        for p in module.own_parameters():
+            frozen = norm and p.name == "weight"
+            pieces.append(np.full(p.data.size, 1.0 if frozen else 0.0, dtype=p.data.dtype))
+    return np.concatenate(pieces) if pieces else np.zeros(0)

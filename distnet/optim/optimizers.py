@@ -194,6 +194,8 @@ class Optimizer:
         self._bound: list[tuple[_Segment, dict, list, object]] = []
         self.weight_decay = 0.0
         self._decay = None  # per-element decay coefficients when a mask is given
+        self._keep = None  # 0/1 per element after freeze(): 0 = never updated
+        self._work: list[np.ndarray] = []
 
     def _set_weight_decay(self, weight_decay, mask) -> None:
         """Validate ``weight_decay`` and the optional ``weight_decay_mask``: a vector over
@@ -233,20 +235,46 @@ class Optimizer:
         """Allocate flat zeroed state buffers and scratch space, and bind per-segment views
         once (``load_state_dict`` copies into the same arrays, so the views stay valid)."""
         self._state = {name: np.zeros(self.numel, dtype=self.dtype) for name in names}
-        work = [np.empty(self.numel, dtype=self.dtype) for _ in range(scratch)]
+        self._work = [np.empty(self.numel, dtype=self.dtype) for _ in range(scratch)]
+        self._bind()
 
+    def _bind(self) -> None:
         def view(flat, seg):
             return flat[seg.start:seg.stop].reshape(seg.data.shape)
 
         self._bound = [(seg, {k: view(v, seg) for k, v in self._state.items()},
-                        [view(w, seg) for w in work],
-                        self.weight_decay if self._decay is None else view(self._decay, seg))
+                        [view(w, seg) for w in self._work],
+                        self.weight_decay if self._decay is None else view(self._decay, seg),
+                        None if self._keep is None else (view(self._keep, seg), view(self._masked_grad, seg)))
                        for seg in self._segments]
+
+    def freeze(self, mask) -> None:
+        """Never update the elements where ``mask`` (a vector over the flat parameter order,
+        as ``optim.frozen_mask`` builds it) is true: they step as if their gradient were 0
+        and get no weight decay, so they keep their value bit for bit (every optimizer here
+        moves a parameter only through its gradient and its decay, and state started at 0
+        stays 0).  Used to train BatchNorm without its scale (fixed at 1).  The caller's
+        gradient buffer is not written: the masked gradient goes to a buffer of our own
+        (one multiply over the flat buffer per step)."""
+        mask = np.asarray(mask)
+        if mask.shape != (self.numel,):
+            raise OptimizerError(f"freeze mask has shape {mask.shape}, expected ({self.numel},) "
+                                 f"for {self.numel} parameters")
+        keep = np.where(mask.astype(bool), 0, 1).astype(self.dtype)
+        if self.weight_decay != 0:
+            base = self._decay if self._decay is not None else np.full(self.numel, self.weight_decay, self.dtype)
+            self._decay = base * keep
+        self._keep = keep
+        self._masked_grad = np.empty(self.numel, dtype=self.dtype)
+        self._bind()
 
     def step(self) -> None:
         """Apply one update to every parameter using its current ``.grad``."""
-        for seg, state, scratch, decay in self._bound:
-            self._update(seg.data, seg.grad, state, scratch, decay)
+        for seg, state, scratch, decay, masked in self._bound:
+            g = seg.grad
+            if masked is not None:
+                g = np.multiply(g, masked[0], out=masked[1])
+            self._update(seg.data, g, state, scratch, decay)
         self.step_count += 1
 
     def _update(self, p, g, state, scratch, decay) -> None:  # pragma: no cover - abstract
@@ -505,7 +533,7 @@ OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
-                   weight_decay: float = 0.0, decay_exclude=None) -> Optimizer:
+                   weight_decay: float = 0.0, decay_exclude=None, freeze=None) -> Optimizer:
     """Build an optimizer by name (e.g. from a command-line flag).
 
     ``sgd`` is plain SGD, ``momentum`` SGD with ``momentum``, ``nesterov`` SGD with Nesterov
@@ -513,8 +541,20 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
     use their PyTorch defaults).  ``weight_decay`` is passed to all of them (L2 for SGD,
     RMSprop and Adam, decoupled for AdamW).  ``decay_exclude`` ("bn", "bias", "bn-bias" or
     None/"none") leaves those parameters of the model ``params`` out of the decay (see
-    ``optim.decay``).
+    ``optim.decay``); ``freeze`` ("bn-scale" or None) keeps those parameters at their
+    initial values (``Optimizer.freeze``).
     """
+    opt = _make(name, params, lr, momentum, weight_decay, decay_exclude)
+    if freeze is not None and str(freeze).lower() != "none":
+        from distnet.optim.decay import frozen_mask
+        mask = frozen_mask(params, freeze)
+        if not mask.any():
+            raise OptimizerError(f"nothing to freeze: the model has no {freeze} parameters")
+        opt.freeze(mask)
+    return opt
+
+
+def _make(name, params, lr, momentum, weight_decay, decay_exclude) -> Optimizer:
     key = str(name).lower()
     mask = None
     if decay_exclude is not None:
