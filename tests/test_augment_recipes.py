@@ -60,11 +60,22 @@ def test_recipe_pieces_work_on_cifar_shaped_data(name):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_starts_training(tmp_path, name):
     """The file through the command line, with the data swapped for synthetic images and the
-    batch made small: two optimizer steps and a final evaluation."""
+    batch made small: two optimizer steps and a final evaluation.  The ResNet run also
+    freezes the BatchNorm scales: they must come out exactly 1 while the rest moved."""
+    from distnet.optim import frozen_mask
+
     ck = tmp_path / "ck"
-    r = run_train("--config", RECIPES[name], "--dataset", "synthetic", "--max-steps", "2",
+    extra = ["--freeze-bn-scale"] if name == "cifar10" else []
+    r = run_train("--config", RECIPES[name], "--dataset", "synthetic", "--max-steps", "2", *extra,
                   "--batch-size", "16", "--eval-batch-size", "256", "--no-progress", "--checkpoint-dir", ck)
     assert r.returncode == 0, r.stderr
     assert "final test accuracy" in r.stdout
     with np.load(ck / "latest.npz", allow_pickle=False) as z:
         assert int(z["step"]) == 2
+        params = z["params"]
+    initial = build_model(parse_config(["--config", str(RECIPES[name])]).model, (1, 28, 28), 10, seed=0)
+    assert not np.array_equal(params, initial.flat_params)
+    if extra:
+        scales = frozen_mask(initial) == 1
+        assert scales.sum() > 0
+        np.testing.assert_array_equal(params[scales], 1.0)
