@@ -48,6 +48,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_decay_exclude: str = "none"
     freeze_bn_scale: bool = False
+    ema: float = 0.0
     tta_flip: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="parameters left out of weight decay: BatchNorm's, biases, or both (default none)")
     a("--freeze-bn-scale", action="store_true",
       help="keep every BatchNorm scale at 1 (BatchNorm without affine scale; its shift still learns)")
+    a("--ema", type=float, metavar="DECAY",
+      help="evaluate an exponential moving average of the weights with this decay, e.g. 0.99 (default 0: off)")
     a("--tta-flip", action="store_true", help="evaluate on the mean of the logits of each image and its mirror image")
     a("--checkpoint-dir", metavar="DIR", help="write checkpoints here (a final one always)")
     a("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (0: never)")
@@ -259,5 +262,7 @@ def validate_augment_and_regularisers(cfg: TrainConfig, bad) -> None:
         bad("augment-crop-mode", f"must be one of {', '.join(CROP_MODES)}, got {cfg.augment_crop_mode!r}")
     if not (math.isfinite(cfg.label_smoothing) and 0.0 <= cfg.label_smoothing <= 1.0):
         bad("label-smoothing", f"must be in [0, 1], got {cfg.label_smoothing}")
+    if not (math.isfinite(cfg.ema) and 0.0 <= cfg.ema < 1.0):
+        bad("ema", f"must be in [0, 1) (0: off), got {cfg.ema}")
     if cfg.weight_decay_exclude not in DECAY_EXCLUDES:
         bad("weight-decay-exclude", f"must be one of {', '.join(DECAY_EXCLUDES)}, got {cfg.weight_decay_exclude!r}")

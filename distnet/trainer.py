@@ -21,7 +21,7 @@ from .distributed.faults import InjectedFault, injected_fault_step
 from .distributed.sync import GradientSync
 from .errors import UserError
 from .nn import CrossEntropyLoss, build_model
-from .optim import make_optimizer, make_schedule
+from .optim import WeightEMA, evaluation_weights, make_optimizer, make_schedule
 
 
 class StopFlag:
@@ -53,6 +53,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
                                         weight_decay=cfg.weight_decay, decay_exclude=cfg.weight_decay_exclude,
                                         freeze="bn-scale" if cfg.freeze_bn_scale else None)
+        if cfg.ema:
+            self.optimizer = WeightEMA(self.optimizer, self.model, cfg.ema)
         self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
                                         max_shift=cfg.augment_shift, augment=ImageAugment.from_config(cfg))
         spe = self.loader.steps_per_epoch
@@ -150,6 +152,10 @@ class Trainer:
         return stats
 
     def evaluate(self) -> dict:
+        with evaluation_weights(self.optimizer):  # the weight average, with --ema
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         """Sharded over the ranks; the reduced sums make the accuracy exact over the test set."""
         self.model.eval()
         start, stop = shard_bounds(len(self.test_set), self.comm.rank, self.comm.size)

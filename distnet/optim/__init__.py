@@ -20,6 +20,7 @@ from distnet.optim.optimizers import (
     make_optimizer,
 )
 from distnet.optim.decay import decay_mask, frozen_mask
+from distnet.optim.ema import WeightEMA, evaluation_weights
 from distnet.optim.schedules import (
     SCHEDULE_NAMES,
     Constant,
@@ -38,7 +39,7 @@ from distnet.optim.schedules import (
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "make_optimizer", "OPTIMIZER_NAMES",
-    "OptimizerError", "decay_mask", "frozen_mask",
+    "OptimizerError", "decay_mask", "frozen_mask", "WeightEMA", "evaluation_weights",
     "Schedule", "Constant", "StepLR", "Cosine", "Warmup", "OneCycle", "one_cycle", "constant", "step_lr", "cosine",
     "warmup", "make_schedule", "SCHEDULE_NAMES",
 ]
