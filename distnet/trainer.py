@@ -14,6 +14,7 @@ import numpy as np
 
 from . import checkpoint as ckpt_io
 from .coordinator import Coordinator
+from .data.augment import ImageAugment, flip_averaged_logits
 from .data.loader import GlobalBatchLoader, shard_bounds
 from .distributed.checkpoint_broadcast import broadcast_resume_point
 from .distributed.deterministic import DeterministicStep
@@ -22,7 +23,7 @@ from .distributed.sync import GradientSync
 from .errors import UserError
 from .meta import checkpoint_meta
 from .nn import CrossEntropyLoss, build_model
-from .optim import make_optimizer, make_schedule
+from .optim import WeightEMA, evaluation_weights, make_optimizer, make_schedule
 
 
 class StopFlag:
@@ -50,11 +51,14 @@ class Trainer:
         self.watchdog = watchdog
         self.model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
         self.model.input_grad = False  # the input is data: no gradient needed
-        self.criterion = CrossEntropyLoss()
+        self.criterion = CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.optimizer = make_optimizer(cfg.optimizer, self.model, cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
+                                        weight_decay=cfg.weight_decay, decay_exclude=cfg.weight_decay_exclude,
+                                        freeze="bn-scale" if cfg.freeze_bn_scale else None)
+        if cfg.ema:
+            self.optimizer = WeightEMA(self.optimizer, self.model, cfg.ema)
         self.loader = GlobalBatchLoader(train_set, cfg.batch_size, cfg.seed, comm.rank, comm.size,
-                                        max_shift=cfg.augment_shift)
+                                        max_shift=cfg.augment_shift, augment=ImageAugment.from_config(cfg))
         spe = self.loader.steps_per_epoch
         # The schedule spans all epochs; --max-steps only says where to stop (like a
         # preemption), so a run cut short and resumed follows the same learning rates.
@@ -150,6 +154,10 @@ class Trainer:
         return stats
 
     def evaluate(self) -> dict:
+        with evaluation_weights(self.optimizer):  # the weight average, with --ema
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         """Sharded over the ranks; the reduced sums make the accuracy exact over the test set."""
         self.model.eval()
         start, stop = shard_bounds(len(self.test_set), self.comm.rank, self.comm.size)
@@ -157,7 +165,7 @@ class Trainer:
         for lo in range(start, stop, self.cfg.eval_batch_size):
             idx = np.arange(lo, min(lo + self.cfg.eval_batch_size, stop))
             x, y = self.test_set.batch(idx)
-            logits = self.model(x)
+            logits = flip_averaged_logits(self.model, x) if self.cfg.tta_flip else self.model(x)
             totals += [self.criterion(logits, y) * len(y), np.count_nonzero(logits.argmax(axis=1) == y), len(y)]
             if self.watchdog is not None:
                 self.watchdog.beat(self.step, "evaluation")
