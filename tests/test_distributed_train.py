@@ -97,7 +97,10 @@ def _start(tmp_path, ranks, *args, env=None):
 def _rank_pids(marker):
     out = subprocess.run(["pgrep", "-f", f"distnet.train.*{marker}"], capture_output=True, text=True).stdout
     pids = [int(p) for p in out.split()]
-    return [p for p in pids if "mpirun" not in open(f"/proc/{p}/cmdline").read().replace("\0", " ").split(" ")[0]]
+    launchers = ("mpirun", "mpiexec", "prterun")  # MPICH's and Open MPI's launcher processes
+    return [p for p in pids
+            if not any(name in open(f"/proc/{p}/cmdline").read().replace("\0", " ").split(" ")[0]
+                       for name in launchers)]
 
 
 def _wait_for_checkpoint(marker, proc, timeout=60):
