@@ -21,7 +21,9 @@ else:  # pragma: no cover
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 LOSSES = ("cross-entropy", "mse")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+CROP_MODES = ("reflect", "zero")
+DECAY_EXCLUDES = ("none", "bn", "bias", "bn-bias")
 
 
 @dataclass
@@ -41,6 +43,15 @@ class TrainConfig:
     warmup_steps: int = 100
     seed: int = 0
     augment_shift: int = 2
+    augment_crop: int = 0
+    augment_crop_mode: str = "reflect"
+    augment_flip: bool = False
+    augment_cutout: int = 0
+    label_smoothing: float = 0.0
+    weight_decay_exclude: str = "none"
+    freeze_bn_scale: bool = False
+    ema: float = 0.0
+    tta_flip: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
@@ -57,6 +68,7 @@ class TrainConfig:
     micro_batches: int = 0
     threads: int | None = None
     download: bool = True
+    run_dir: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,10 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     a("--momentum", type=float, help=f"momentum for momentum/nesterov/rmsprop (default {d.momentum})")
     a("--weight-decay", type=float, help=f"(default {d.weight_decay})")
     a("--schedule", choices=SCHEDULES, help=f"learning-rate schedule (default {d.schedule})")
-    a("--warmup-steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
+    a("--warmup-steps", type=int, help=f"linear warm-up steps; for onecycle, the steps rising to the peak "
+      f"(default {d.warmup_steps})")
     a("--seed", type=int, help=f"seed for weights and data order (default {d.seed})")
     a("--augment-shift", type=int, metavar="PIXELS",
       help=f"randomly translate training images by up to PIXELS (default {d.augment_shift})")
+    a("--augment-crop", type=int, metavar="PIXELS",
+      help="random crop of the image padded by PIXELS on each side (CIFAR: 4; default 0: off)")
+    a("--augment-crop-mode", choices=CROP_MODES,
+      help=f"padding for --augment-crop: reflect the image, or zero (black) pixels (default {d.augment_crop_mode})")
+    a("--augment-flip", action="store_true", help="mirror half the training images left-right")
+    a("--augment-cutout", type=int, metavar="PIXELS",
+      help="blank a random PIXELS x PIXELS square of each training image (default 0: off)")
+    a("--label-smoothing", type=float, metavar="EPS",
+      help=f"cross-entropy against (1 - EPS) one-hot + EPS / classes, as PyTorch (default {d.label_smoothing:g})")
+    a("--weight-decay-exclude", choices=DECAY_EXCLUDES,
+      help="parameters left out of weight decay: BatchNorm's, biases, or both (default none)")
+    a("--freeze-bn-scale", action="store_true",
+      help="keep every BatchNorm scale at 1 (BatchNorm without affine scale; its shift still learns)")
+    a("--ema", type=float, metavar="DECAY",
+      help="evaluate an exponential moving average of the weights with this decay, e.g. 0.99 (default 0: off)")
+    a("--tta-flip", action="store_true", help="evaluate on the mean of the logits of each image and its mirror image")
     a("--checkpoint-dir", metavar="DIR", help="write checkpoints here (a final one always)")
     a("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS steps (0: never)")
     a("--keep-checkpoints", type=int, metavar="N", help=f"numbered checkpoints kept (default {d.keep_checkpoints})")
@@ -115,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--micro-batches", type=int, metavar="K", help="micro-batches per global batch for --deterministic (default: 8 or the world size)")
     a("--threads", type=int, help="BLAS threads per process (default 1: use more ranks for more cores)")
     a("--no-download", dest="download", action="store_false", help="never try to download data")
+    a("--run-dir", metavar="DIR", help="one folder for the run: config.toml, metrics.jsonl, checkpoints/, "
+      "summary.json (sets --checkpoint-dir and --metrics unless given)")
     return p
 
 
@@ -140,7 +171,7 @@ def _coerce(name: str, value, source: str):
     default = getattr(TrainConfig(), name)
     kind = type(default) if default is not None else None
     hints = {"data_dir": str, "max_steps": int, "checkpoint_dir": str, "resume": str,
-             "eval_every": int, "metrics": str, "threads": int}
+             "eval_every": int, "metrics": str, "threads": int, "run_dir": str}
     kind = hints.get(name, kind)
     if value is None:
         return None
@@ -167,6 +198,9 @@ def parse_config(argv=None) -> TrainConfig:
             values[name] = _coerce(name, value, config_file)
     values.update(args)
     cfg = TrainConfig(**values)
+    if cfg.run_dir:  # the run folder's defaults; explicit flags win
+        cfg.checkpoint_dir = cfg.checkpoint_dir or str(Path(cfg.run_dir) / "checkpoints")
+        cfg.metrics = cfg.metrics or str(Path(cfg.run_dir) / "metrics.jsonl")
     validate(cfg)
     return cfg
 
@@ -207,6 +241,7 @@ def validate(cfg: TrainConfig) -> None:
                         ("augment-shift", cfg.augment_shift)):
         if value < 0:
             bad(flag, f"must be >= 0, got {value}")
+    validate_augment_and_regularisers(cfg, bad)
     if cfg.eval_every is not None and cfg.eval_every < 0:
         bad("eval-every", f"must be >= 0, got {cfg.eval_every}")
     if cfg.log_every < 1:
@@ -221,5 +256,27 @@ def validate(cfg: TrainConfig) -> None:
         bad("checkpoint-every", "needs --checkpoint-dir")
     if cfg.resume == "latest" and not cfg.checkpoint_dir:
         bad("resume", "needs --checkpoint-dir (or a checkpoint path: --resume PATH)")
+    if cfg.run_dir and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        bad("run-dir", f"{cfg.run_dir} exists and is not a directory")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
         bad("checkpoint-dir", f"{cfg.checkpoint_dir} exists and is not a directory")
+
+
+def validate_augment_and_regularisers(cfg: TrainConfig, bad) -> None:
+    """The CIFAR recipe's settings: augmentation, label smoothing, decay exclusion."""
+    import math
+
+    for flag, value in (("augment-crop", cfg.augment_crop), ("augment-cutout", cfg.augment_cutout)):
+        if value < 0:
+            bad(flag, f"must be >= 0, got {value}")
+    if cfg.augment_crop and cfg.augment_shift:
+        bad("augment-crop", f"moves the image like --augment-shift (now {cfg.augment_shift}); "
+                            "choose one: add --augment-shift 0")
+    if cfg.augment_crop_mode not in CROP_MODES:
+        bad("augment-crop-mode", f"must be one of {', '.join(CROP_MODES)}, got {cfg.augment_crop_mode!r}")
+    if not (math.isfinite(cfg.label_smoothing) and 0.0 <= cfg.label_smoothing <= 1.0):
+        bad("label-smoothing", f"must be in [0, 1], got {cfg.label_smoothing}")
+    if not (math.isfinite(cfg.ema) and 0.0 <= cfg.ema < 1.0):
+        bad("ema", f"must be in [0, 1) (0: off), got {cfg.ema}")
+    if cfg.weight_decay_exclude not in DECAY_EXCLUDES:
+        bad("weight-decay-exclude", f"must be one of {', '.join(DECAY_EXCLUDES)}, got {cfg.weight_decay_exclude!r}")

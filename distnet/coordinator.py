@@ -37,7 +37,8 @@ class Coordinator:
         self.verbose = verbose
         self.records: list[dict] = []
         self._metrics = None
-        self.progress = ProgressBar(total_steps, enabled=self.active and progress)
+        self.progress = ProgressBar(total_steps, enabled=self.active and progress,
+                                    steps_per_epoch=steps_per_epoch)
         if self.active and metrics:
             try:
                 Path(metrics).parent.mkdir(parents=True, exist_ok=True)

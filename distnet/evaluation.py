@@ -20,13 +20,16 @@ def _sums_over(loss) -> bool:
     return getattr(loss, "reduction", "mean") == "sum"
 
 
-def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, on_batch=None) -> dict:
+def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, tta_flip: bool = False,
+             on_batch=None) -> dict:
     """``{"loss", "samples"}`` (+ ``"accuracy"`` for classification) of ``model`` on ``data``.
 
     ``loss`` is the per-data-set mean of the loss function (the total for a loss with
     ``reduction="sum"``).  Under mpirun every rank must call it; each computes its shard and
     every rank gets the same result.  ``comm`` defaults to ``distnet.distributed.init()``.
-    The model is evaluated in eval mode and left in the mode it was in."""
+    ``tta_flip`` averages the outputs for each image and its mirror image.  The model is
+    evaluated in eval mode and left in the mode it was in."""
+    from .data.augment import flip_averaged_logits
     from .distributed import init
 
     comm = comm if comm is not None else init()
@@ -42,7 +45,8 @@ def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, on_batch=N
     try:
         for lo in range(start, stop, batch_size):
             x, y = data.batch(np.arange(lo, min(lo + batch_size, stop)))
-            out = model(x.astype(dtype, copy=False))
+            x = x.astype(dtype, copy=False)
+            out = flip_averaged_logits(model, x) if tta_flip else model(x)
             if lo == start:
                 check_targets(data, loss, tuple(out.shape[1:]))
             if not classify:

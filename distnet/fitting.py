@@ -31,6 +31,8 @@ class History:
     final: dict | None = None
     step: int = 0
     train_time: float = 0.0
+    images: int = 0  # samples trained by this call (all ranks together)
+    completed: bool = False  # reached the last step (not stopped by a signal)
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> None:
@@ -61,7 +63,7 @@ def run_meta(model, train, loss, dataset: str | None, output_shape) -> dict:
 def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128, test=None,
         schedule=None, seed: int = 0, max_steps: int | None = None, eval_every: int | None = None,
         checkpoint_dir=None, checkpoint_every: int = 0, resume=False, metrics=None, progress=None,
-        deterministic: bool = False, overlap: bool = False, augment: int | None = None, comm=None,
+        deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
         micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
         eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
         verbose: bool = True, dataset_name: str | None = None, config: dict | None = None) -> History:
@@ -78,14 +80,43 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
       ``max_steps``.  ``test`` is evaluated each epoch (``eval_every`` steps; 0: at the end).
     * ``checkpoint_dir`` gets a checkpoint at the end (and every ``checkpoint_every`` steps);
       ``resume=True`` continues from its latest.npz (a path: from that file).
-    * ``augment=K`` shifts training images by up to K pixels.  ``overlap`` overlaps the
+    * ``augment=K`` shifts training images by up to K pixels; an ``ImageAugment`` (crop,
+      flip, cutout) or a pair ``(K, ImageAugment)`` does more.  ``tta_flip`` evaluates on
+      the mean output of each test image and its mirror image.  ``overlap`` overlaps the
       gradient allreduce with backward.  ``metrics`` appends JSON lines to that file;
-      ``progress`` shows a progress bar on a terminal; ``verbose=False`` prints nothing.
+      ``progress`` shows a progress bar (plain lines off a terminal; default: when
+      ``verbose``); ``verbose=False`` prints nothing.
     * ``comm``: the communicator (default ``distnet.distributed.init()``).
 
     Every rank must call it with the same arguments; every rank gets the History.
     Bad arguments or data raise ValueError (``distnet.errors.UserError``).
     """
+    trainer = make_trainer(**locals())  # every argument of fit, by name
+    model = trainer.model
+    input_grad = getattr(model, "input_grad", True)
+    model.input_grad = False  # the input is data: no gradient needed
+    try:
+        result = trainer.run()
+    finally:
+        model.input_grad = input_grad
+        set_stat_reducer(model, None)  # the model leaves fit MPI-free again
+        if trainer.sync.overlap:
+            model.backward_hooks.remove(trainer.sync._on_layer_done)
+        if trainer.watchdog is not None:
+            trainer.watchdog.stop()
+    return History(records=trainer.coordinator.records, final=result["eval"], step=result["step"],
+                   train_time=result["train_time"], images=result["images"], completed=result["completed"])
+
+
+def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128, test=None,
+        schedule=None, seed: int = 0, max_steps: int | None = None, eval_every: int | None = None,
+        checkpoint_dir=None, checkpoint_every: int = 0, resume=False, metrics=None, progress=None,
+        deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
+        micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
+        eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
+        verbose: bool = True, dataset_name: str | None = None, config: dict | None = None) -> Trainer:
+    """The Trainer ``fit`` runs, with its objects built and checked (fit's arguments; the
+    command line's tests drive one step by step)."""
     comm = comm if comm is not None else init()
     loss = resolve_loss(loss)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_every", log_every),
@@ -101,7 +132,8 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
         if not checkpoint_dir:
             raise UserError("resume=True needs checkpoint_dir (or a checkpoint path: resume=PATH)")
         resume = "latest"
-    if augment and len(train.input_shape) != 3:
+    shift, image_augment = _augmentation(augment)
+    if shift and len(train.input_shape) != 3:
         raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
     if len(train) == 0:
         raise UserError(f"{getattr(train, 'name', 'train')}: the training set is empty")
@@ -114,13 +146,13 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
     if test is not None:
         check_targets(test, loss, output_shape)
 
-    loader = GlobalBatchLoader(train, batch_size, seed, comm.rank, comm.size, max_shift=augment or 0)
+    loader = GlobalBatchLoader(train, batch_size, seed, comm.rank, comm.size, max_shift=shift, augment=image_augment)
     steps_per_epoch = loader.steps_per_epoch
     total_steps = epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, max_steps)
     coordinator = Coordinator(comm.rank, steps_per_epoch, total_steps, eval_every=eval_every,
                               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                               keep_checkpoints=keep_checkpoints, metrics=metrics,
-                              progress=progress is not False, verbose=verbose)
+                              progress=verbose if progress is None else bool(progress), verbose=verbose)
     stepper = None
     if deterministic:
         # ghost batch norm: statistics per micro-batch, the same micro-batches for any world size
@@ -141,24 +173,32 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
         watchdog = Watchdog(comm, timeout).start()
     trainer = Trainer(model, loss, dist_optimizer, schedule, loader, comm, coordinator, test=test,
                       total_steps=total_steps, seed=seed, task=task_of(train), deterministic=stepper,
-                      eval_batch_size=eval_batch_size, log_every=log_every,
+                      eval_batch_size=eval_batch_size, log_every=log_every, tta_flip=tta_flip,
                       watchdog=watchdog, settings=settings,
-                      meta=run_meta(model, train, loss, dataset_name, output_shape), evaluate=evaluate)
+                      meta=run_meta(model, train, loss, dataset_name, output_shape), evaluate=evaluate,
+                      resume=resume or None, checkpoint_dir=checkpoint_dir)
     origin = (getattr(model, "origin", None) or {}).get("spec") or f"a {len(getattr(model, 'layers', []))}-layer model"
     data_name = dataset_name or getattr(train, "name", "data")
     coordinator.say(f"distnet: {origin} on {data_name} ({len(train)} train / "
                     f"{len(test) if test is not None else 0} test), {comm.size} rank(s), "
                     f"global batch {batch_size}, {total_steps} steps")
-    input_grad = getattr(model, "input_grad", True)
-    model.input_grad = False  # the input is data: no gradient needed
-    try:
-        result = trainer.run(resume=resume or None, checkpoint_dir=checkpoint_dir)
-    finally:
-        model.input_grad = input_grad
-        set_stat_reducer(model, None)  # the model leaves fit MPI-free again
-        if dist_optimizer.sync.overlap:
-            model.backward_hooks.remove(dist_optimizer.sync._on_layer_done)
-        if watchdog is not None:
-            watchdog.stop()
-    return History(records=coordinator.records, final=result["eval"], step=result["step"],
-                   train_time=result["train_time"])
+    return trainer
+
+
+def _augmentation(augment):
+    """(shift pixels, ImageAugment or None) from fit's ``augment``."""
+    from .data.augment import ImageAugment
+
+    parts = augment if isinstance(augment, (tuple, list)) else [augment]
+    shift, image = 0, None
+    for part in parts:
+        if part is None or part is False:
+            continue
+        if isinstance(part, ImageAugment):
+            image = part if part else None
+        elif isinstance(part, int) and not isinstance(part, bool) and part >= 0:
+            shift = part
+        else:
+            raise UserError(f"augment must be a shift in pixels (an int >= 0), an ImageAugment or a pair "
+                            f"of them, got {part!r}")
+    return shift, image

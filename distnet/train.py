@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def _set_blas_threads(argv) -> None:
@@ -51,31 +52,45 @@ def load_both_splits(cfg, comm, load_dataset):
     return result if result is not None else load()
 
 
-def train_from_config(cfg, comm, train_set, test_set):
-    """Turn the configuration into objects (model, optimizer, schedule) and call ``fit``."""
+def fit_arguments(cfg, comm, train_set, test_set) -> dict:
+    """Turn the configuration into objects (model, loss, optimizer, schedule, augmentation)
+    and the keyword arguments of ``distnet.fit``."""
     import math
 
-    from .fitting import fit
-    from .nn import build_model
-    from .optim import make_optimizer, make_schedule
+    from .data.augment import ImageAugment
+    from .nn import CrossEntropyLoss, MSELoss, build_model
+    from .optim import WeightEMA, make_optimizer, make_schedule
     from .tasks import task_of
 
     model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
-    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               decay_exclude=cfg.weight_decay_exclude,
+                               freeze="bn-scale" if cfg.freeze_bn_scale else None)
+    if cfg.ema:
+        optimizer = WeightEMA(optimizer, model, cfg.ema)
+    loss = CrossEntropyLoss(label_smoothing=cfg.label_smoothing) if cfg.loss == "cross-entropy" else MSELoss()
     # The schedule spans all epochs; --max-steps only says where to stop (like a
     # preemption), so a run cut short and resumed follows the same learning rates.
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch, warmup_steps=cfg.warmup_steps)
     images = len(train_set.input_shape) == 3 and task_of(train_set) == "classification"
-    return fit(model, train_set, loss=cfg.loss, optimizer=optimizer, schedule=schedule, epochs=cfg.epochs,
-               batch_size=cfg.batch_size, test=test_set, seed=cfg.seed, max_steps=cfg.max_steps,
-               eval_every=cfg.eval_every, checkpoint_dir=cfg.checkpoint_dir,
-               checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, metrics=cfg.metrics,
-               progress=not cfg.no_progress, deterministic=cfg.deterministic, overlap=cfg.overlap,
-               augment=cfg.augment_shift if images else 0, comm=comm, micro_batches=cfg.micro_batches,
-               keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every,
-               eval_batch_size=cfg.eval_batch_size, bucket_mb=cfg.bucket_mb, timeout=cfg.timeout,
-               dataset_name=cfg.dataset, config=cfg.to_dict())
+    augment = (cfg.augment_shift, ImageAugment.from_config(cfg)) if images else None
+    return dict(model=model, train=train_set, loss=loss, optimizer=optimizer, schedule=schedule,
+                epochs=cfg.epochs, batch_size=cfg.batch_size, test=test_set, seed=cfg.seed,
+                max_steps=cfg.max_steps, eval_every=cfg.eval_every, checkpoint_dir=cfg.checkpoint_dir,
+                checkpoint_every=cfg.checkpoint_every, resume=cfg.resume, metrics=cfg.metrics,
+                progress=not cfg.no_progress, deterministic=cfg.deterministic, overlap=cfg.overlap,
+                augment=augment, tta_flip=cfg.tta_flip, comm=comm, micro_batches=cfg.micro_batches,
+                keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every,
+                eval_batch_size=cfg.eval_batch_size, bucket_mb=cfg.bucket_mb,
+                timeout=cfg.timeout if comm.size > 1 else None, dataset_name=cfg.dataset, config=cfg.to_dict())
+
+
+def build_trainer(cfg, comm, train_set, test_set):
+    """The Trainer this configuration runs, not started (tests drive it step by step)."""
+    from .fitting import make_trainer
+
+    return make_trainer(**fit_arguments(cfg, comm, train_set, test_set))
 
 
 def main(argv=None) -> int:
@@ -102,8 +117,18 @@ def main(argv=None) -> int:
             if comm.size > 1 and exc.code:
                 comm.abort(2)
             return int(exc.code or 0)
+        started = time.monotonic()
+        if cfg.run_dir and comm.rank == 0:
+            from . import rundir
+            rundir.start(cfg)
         train_set, test_set = load_both_splits(cfg, comm, load_dataset)
-        history = train_from_config(cfg, comm, train_set, test_set)
+        from .fitting import fit
+        history = fit(**fit_arguments(cfg, comm, train_set, test_set))
+        if cfg.run_dir:
+            from . import rundir
+            result = {"step": history.step, "eval": history.final, "train_time": history.train_time,
+                      "images": history.images, "completed": history.completed}
+            rundir.finish(cfg, comm, result, time.monotonic() - started)
         if comm.size > 1:
             comm.barrier()
         final = history.final

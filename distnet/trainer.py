@@ -21,8 +21,10 @@ from . import checkpoint as ckpt_io
 from . import nn
 from .data.loader import shard_bounds
 from .distributed import broadcast_parameters
+from .distributed.checkpoint_broadcast import broadcast_resume_point
 from .distributed.faults import InjectedFault, injected_fault_step
 from .errors import UserError
+from .optim import evaluation_weights
 
 # Settings that must match between a checkpoint and the run resuming it (when both record them).
 RESUME_MUST_MATCH = ("dataset", "model", "batch_size", "seed", "optimizer", "deterministic", "micro_batches")
@@ -61,14 +63,16 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, schedule, loader, comm, coordinator, *, test=None,
                  total_steps: int, seed: int = 0, task: str = "classification", deterministic=None,
-                 eval_batch_size: int = 1000, log_every: int = 50,
-                 watchdog=None, settings: dict | None = None, meta: dict | None = None, evaluate=None):
+                 eval_batch_size: int = 1000, log_every: int = 50, tta_flip: bool = False,
+                 watchdog=None, settings: dict | None = None, meta: dict | None = None, evaluate=None,
+                 resume=None, checkpoint_dir=None):
         self.model, self.criterion, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.loader, self.comm, self.coordinator, self.test_set = loader, comm, coordinator, test
         self.total_steps, self.seed, self.deterministic = total_steps, seed, deterministic
         self.classify = task == "classification"
         self.mean_loss = getattr(loss, "reduction", "mean") != "sum"
-        self.eval_batch_size, self.log_every = eval_batch_size, log_every
+        self.eval_batch_size, self.log_every, self.tta_flip = eval_batch_size, log_every, tta_flip
+        self.resume, self.checkpoint_dir = resume, checkpoint_dir  # None, "latest" or a path
         self.watchdog = watchdog
         self.settings, self.meta = dict(settings or {}), dict(meta or {})
         self._evaluate = evaluate
@@ -76,6 +80,11 @@ class Trainer:
         self.step = 0
         self.stop = StopFlag()
         self._fault_step = injected_fault_step(comm.rank)
+
+    @property
+    def sync(self):
+        """The gradient synchronisation (GradientSync) of the DistributedOptimizer."""
+        return self.optimizer.sync
 
     # --- state ---------------------------------------------------------------------------
     def _buffers(self) -> np.ndarray:
@@ -117,9 +126,10 @@ class Trainer:
             raise UserError(f"{source}: optimizer state does not fit: {exc}") from None
         self.step = ckpt.step
 
-    def load_resume_point(self, resume, checkpoint_dir) -> None:
+    def load_resume_point(self) -> None:
         """Rank 0 reads the checkpoint (only it may see the checkpoint volume) and
-        broadcasts it, or the error, to everyone.  ``resume``: None, "latest" or a path."""
+        broadcasts it, or the error, to everyone."""
+        resume, checkpoint_dir = self.resume, self.checkpoint_dir
         payload = None
         if self.comm.rank == 0 and resume:
             from pathlib import Path
@@ -131,7 +141,7 @@ class Trainer:
                     payload = ("ckpt", (ckpt_io.load(path), str(path)))
             except UserError as exc:
                 payload = ("error", str(exc))
-        payload = self.comm.broadcast_object(payload) if self.comm.size > 1 else payload
+        payload = broadcast_resume_point(self.comm, payload)  # raw arrays and JSON: no pickle
         if payload is None:
             return
         kind, value = payload
@@ -174,7 +184,8 @@ class Trainer:
         offset = shard_bounds(count, self.comm.rank, self.comm.size)[0]
         if self.deterministic is not None:
             stats = self.deterministic.run(x, y, offset, count, self._forward_backward)
-            self.optimizer.step(synchronize=False)  # the micro-batch sum is the global gradient
+            with self.optimizer.skip_synchronize():  # the micro-batch sum is the global gradient
+                self.optimizer.step()
         else:
             self.model.zero_grad()
             stats = self._forward_backward(x, y, 1.0 / count, offset)  # also on 0 samples
@@ -186,14 +197,15 @@ class Trainer:
         beat = None
         if self.watchdog is not None:
             beat = lambda: self.watchdog.beat(self.step, "evaluation")  # noqa: E731
-        return self._evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
-                              comm=self.comm, on_batch=beat)
+        with evaluation_weights(self.optimizer.optimizer):  # the weight average, with an EMA
+            return self._evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
+                                  comm=self.comm, on_batch=beat, tta_flip=self.tta_flip)
 
     # --- the loop ------------------------------------------------------------------------
-    def run(self, resume=None, checkpoint_dir=None) -> dict:
+    def run(self) -> dict:
         comm, coord = self.comm, self.coordinator
         broadcast_parameters(self.model, comm)  # one set of initial weights for everyone
-        self.load_resume_point(resume, checkpoint_dir)
+        self.load_resume_point()
         self.stop.install()
         try:
             return self._loop()
@@ -208,6 +220,7 @@ class Trainer:
         window = np.zeros(4)  # loss, correct, count, steps since the last log line
         window_time = 0.0  # training time in the window: evaluation and checkpoints excluded
         train_time = 0.0
+        images = 0  # trained by this process's run, for the run folder's images/s
         last = {"loss": float("nan"), "accuracy": 0.0, "images_per_sec": 0.0}
         final_eval = None
         while self.step < self.total_steps:
@@ -220,6 +233,7 @@ class Trainer:
             if comm.size > 1:
                 comm.allreduce(flags)
             window += [flags[0], flags[1], flags[2], 1]
+            images += int(flags[2])
             step_time = time.perf_counter() - t0
             window_time += step_time
             train_time += step_time
@@ -251,7 +265,8 @@ class Trainer:
             # at its end, which trains nothing but still reports its figures
             if final_eval is None and self.test_set is not None:
                 final_eval = self._evaluate_and_log()
-        return {"step": self.step, "eval": final_eval, "train_time": train_time}
+        return {"step": self.step, "eval": final_eval, "train_time": train_time, "images": images,
+                "completed": self.step >= self.total_steps}
 
     def _window_figures(self, window, seconds: float) -> dict:
         """Mean loss, accuracy and whole-job samples/s over a window of steps."""

@@ -6,6 +6,10 @@
 #   launch/compose-smoke.sh --kill-test  also: kill a worker mid-training (the job must fail
 #                                        within 30 s), rerun, and check that it resumed
 #   launch/compose-smoke.sh --compare    also: the same job in one container, for the timing
+#   launch/compose-smoke.sh --hosts-test also: README's "separate hosts" recipe with plain
+#                                        `docker run` (persistent host keys and known_hosts,
+#                                        restrict'ed authorized_keys, DISTNET_IFACE), then the
+#                                        same job with a wrong known_hosts, which must fail
 #
 # It prepares the machine with ../shared/tools/container-host.sh when docker is not ready,
 # uses its own compose project (distnet-smoke), removes it (containers, network, volumes)
@@ -20,12 +24,13 @@ main() {
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-KILL_TEST=0 COMPARE=0
+KILL_TEST=0 COMPARE=0 HOSTS_TEST=0
 for arg in "$@"; do
   case "$arg" in
     --kill-test) KILL_TEST=1 ;;
     --compare) COMPARE=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --hosts-test) HOSTS_TEST=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "compose-smoke: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -54,9 +59,15 @@ fi
 if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=(docker compose); fi
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
 
+HOSTS_NET=distnet-smoke-hosts
+hosts_cleanup() {
+  docker rm -f distnet-smoke-node0 distnet-smoke-node1 distnet-smoke-node2 >/dev/null 2>&1 || true
+  docker network rm "$HOSTS_NET" >/dev/null 2>&1 || true
+}
 cleanup() {
   local rc=$?
   dc down -v --remove-orphans >/dev/null 2>&1 || true
+  hosts_cleanup
   if [ $rc -ne 0 ]; then echo "[compose-smoke] logs kept in $LOGDIR" >&2; else rm -rf "$LOGDIR"; fi
   exit $rc
 }
@@ -81,6 +92,56 @@ assert params.ndim == 1 and params.size > 0 and np.isfinite(params).all(), "bad 
 evals = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
 evals = [e for e in evals if e.get("event") == "eval"]
 print(step, *((evals[-1]["step"], evals[-1]["accuracy"]) if evals else ("none", "none")))'
+}
+# The containers' confinement, from docker itself (works on stopped containers): every
+# capability dropped but the role's own, no-new-privileges, the key directories on tmpfs,
+# authorized_keys read-only on the workers, and no private key in any writable layer.
+check_confinement() {
+  local id service want tmpfs_dir
+  for id in $(project_ids -a); do
+    service=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$id")
+    case "$service" in
+      coordinator) want="SETGID SETUID"; tmpfs_dir=/home/distnet/.ssh ;;
+      worker) want="KILL NET_BIND_SERVICE SETGID SETUID SYS_CHROOT"; tmpfs_dir=/run/distnet ;;
+      *) fail "unexpected service $service" ;;
+    esac
+    [ "$(docker inspect -f '{{join .HostConfig.CapDrop " "}}' "$id")" = ALL ] || fail "$service: CapDrop is not ALL"
+    [ "$(docker inspect -f '{{join .HostConfig.CapAdd " "}}' "$id" | tr ' ' '\n' | sed 's/^CAP_//' | sort | xargs)" = "$want" ] \
+      || fail "$service: CapAdd is not $want"
+    docker inspect -f '{{join .HostConfig.SecurityOpt " "}}' "$id" | grep -qw "no-new-privileges:true" \
+      || fail "$service: no-new-privileges is not set"
+    docker inspect -f '{{range $k, $v := .HostConfig.Tmpfs}}{{$k}} {{end}}' "$id" | grep -qw "$tmpfs_dir" \
+      || fail "$service: $tmpfs_dir is not a tmpfs"
+    if [ "$service" = worker ]; then
+      [ "$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/rendezvous/client"}}{{.RW}}{{end}}{{end}}' "$id")" = false ] \
+        || fail "worker: /rendezvous/client (authorized_keys) is not mounted read-only"
+    fi
+    if docker diff "$id" | grep -E "id_ed25519|ssh_host_|\.ssh/"; then
+      fail "$service: key material in the container's writable layer (docker diff above)"
+    fi
+  done
+}
+# The same, seen from inside running containers: the kernel's view of capabilities and
+# no_new_privs, the tmpfs mounts, a read-only authorized_keys with `restrict`, sshd's settings.
+check_confinement_live() {
+  local coordinator=$1 worker=$2 out
+  for id in "$coordinator" "$worker"; do
+    docker exec "$id" grep -q "^NoNewPrivs:[[:space:]]*1" /proc/1/status || fail "no_new_privs is off in $id"
+  done
+  # CapBnd: SETGID(6) SETUID(7) = 0xc0; the worker adds KILL(5) NET_BIND_SERVICE(10) SYS_CHROOT(18) = 0x404e0
+  docker exec "$coordinator" grep -q "^CapBnd:[[:space:]]*00000000000000c0$" /proc/1/status || fail "coordinator: capability bounding set"
+  docker exec "$worker" grep -q "^CapBnd:[[:space:]]*00000000000404e0$" /proc/1/status || fail "worker: capability bounding set"
+  [ "$(docker exec "$coordinator" stat -f -c %T /home/distnet/.ssh)" = tmpfs ] || fail "coordinator: ~/.ssh is not a tmpfs"
+  [ "$(docker exec "$worker" stat -f -c %T /run/distnet)" = tmpfs ] || fail "worker: /run/distnet is not a tmpfs"
+  docker exec "$worker" grep -q "^restrict ssh-ed25519 " /rendezvous/client/authorized_keys || fail "authorized_keys lacks restrict"
+  if docker exec "$worker" sh -c 'echo x >>/rendezvous/client/authorized_keys' 2>/dev/null; then
+    fail "a worker can write authorized_keys"
+  fi
+  out=$(docker exec "$worker" /usr/sbin/sshd -T -f /run/distnet/sshd_config)
+  for setting in "disableforwarding yes" "permituserrc no" "logingracetime 15" "permitrootlogin no" "passwordauthentication no"; do
+    grep -qx "$setting" <<<"$out" || fail "worker sshd: '$setting' not in effect"
+  done
+  say "confinement checked in running containers (capabilities, no_new_privs, tmpfs keys, read-only restrict'ed authorized_keys, sshd settings)"
 }
 # run the cluster in the foreground: up_job LOG WORKERS TRAIN_ARGS; sets UP_RC and UP_SECONDS
 up_job() {
@@ -116,6 +177,9 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) e
   || fail "accuracy $acc < $MIN_ACC"
 [ "$step" = "$eval_step" ] || fail "checkpoint step $step != last eval step $eval_step"
 MULTI_SECONDS=$UP_SECONDS
+check_confinement
+! grep -E "Operation not permitted|Permission denied" "$LOGDIR/up.log" || fail "a capability is missing (see above)"
+say "confinement checked with docker inspect/diff on all $nodes containers"
 
 # 4. Optional: the same job in one container (no workers).
 if [ $COMPARE = 1 ]; then
@@ -147,6 +211,7 @@ if [ $KILL_TEST = 1 ]; then
   done
   victim=$(project_ids --filter label=com.docker.compose.service=worker | head -1)
   [ -n "$victim" ] || fail "no running worker to kill"
+  check_confinement_live "$coordinator" "$victim"
   killed_at=$(date +%s.%N)
   docker kill "$victim" >/dev/null
   say "killed worker container $(docker inspect -f '{{.Name}}' "$victim")"
@@ -170,7 +235,62 @@ if [ $KILL_TEST = 1 ]; then
   say "rerun: resumed at step $saved, finished at step $step (accuracy $acc) in ${UP_SECONDS}s"
 fi
 
+# 6. Optional: the separate-hosts recipe of README.md, each "host" a plain `docker run` on
+# a network of its own (no compose, no shared rendezvous volume).
+if [ $HOSTS_TEST = 1 ]; then
+  dc down -v >/dev/null 2>&1
+  hosts_cleanup
+  local_dir=$LOGDIR/srv
+  mkdir -p "$local_dir"
+  say "hosts test: keys made once, outside the containers"
+  docker run --rm --network none -v "$local_dir:/w" "$IMAGE" sh -c '
+    set -e
+    ssh-keygen -q -t ed25519 -N "" -C coordinator -f /w/coordinator_key
+    for n in 1 2; do ssh-keygen -q -t ed25519 -N "" -C node$n -f /w/host_key$n; done
+    (printf "restrict "; cat /w/coordinator_key.pub) >/w/authorized_keys
+    for n in 1 2; do printf "[node$n]:2222 %s\n" "$(cut -d" " -f1,2 /w/host_key$n.pub)"; done >/w/known_hosts
+    printf "[node1]:2222 %s\n[node2]:2222 %s\n" "$(cut -d" " -f1,2 /w/host_key2.pub)" "$(cut -d" " -f1,2 /w/host_key1.pub)" >/w/wrong_known_hosts
+    printf "node0:1\nnode1:1\nnode2:1\n" >/w/hostfile
+    chmod 644 /w/authorized_keys /w/known_hosts /w/wrong_known_hosts /w/hostfile'
+  docker network create "$HOSTS_NET" >/dev/null
+  confined=(--cap-drop ALL --cap-add SETUID --cap-add SETGID --security-opt no-new-privileges:true --shm-size 256m)
+  for n in 1 2; do
+    docker run -d --name distnet-smoke-node$n --hostname node$n --network "$HOSTS_NET" --network-alias node$n \
+      "${confined[@]}" --cap-add SYS_CHROOT --cap-add KILL --cap-add NET_BIND_SERVICE \
+      --tmpfs /run/distnet:mode=0700,size=1m \
+      -e DISTNET_SSH_PORT=2222 -e DISTNET_IFACE=eth0 \
+      -e DISTNET_HOST_KEY=/etc/distnet/host_key -v "$local_dir/host_key$n:/etc/distnet/host_key:ro" \
+      -v "$local_dir/authorized_keys:/rendezvous/client/authorized_keys:ro" "$IMAGE" worker >/dev/null
+  done
+  hosts_job() {   # hosts_job LOG KNOWN_HOSTS: the coordinator in the foreground; sets UP_RC
+    set +e
+    docker run --rm --name distnet-smoke-node0 --hostname node0 --network "$HOSTS_NET" --network-alias node0 \
+      "${confined[@]}" --tmpfs /home/distnet/.ssh:uid=1000,gid=1000,mode=0700,size=1m \
+      -e DISTNET_HOSTFILE=/etc/distnet/hostfile -v "$local_dir/hostfile:/etc/distnet/hostfile:ro" \
+      -e DISTNET_SSH_KEY=/etc/distnet/key -v "$local_dir/coordinator_key:/etc/distnet/key:ro" \
+      -e DISTNET_KNOWN_HOSTS=/etc/distnet/known_hosts -v "$local_dir/$2:/etc/distnet/known_hosts:ro" \
+      -e DISTNET_SSH_PORT=2222 -e DISTNET_IFACE=eth0 -e DISTNET_WAIT_TIMEOUT=60 \
+      -e TRAIN_ARGS="--epochs 1 --max-steps 30" "$IMAGE" coordinator >"$1" 2>&1
+    UP_RC=$?
+    set -e
+  }
+  hosts_job "$LOGDIR/hosts.log" known_hosts
+  grep -E "final test accuracy|resumed|error" "$LOGDIR/hosts.log" || true
+  [ "$UP_RC" = 0 ] || { tail -30 "$LOGDIR/hosts.log" >&2; fail "the separate-hosts job exited with $UP_RC"; }
+  grep -q "after 30 steps" "$LOGDIR/hosts.log" || fail "the separate-hosts job did not train 30 steps"
+  # sshd listens on eth0's address only (/proc/net/tcp: local address of the LISTEN sockets on 2222)
+  listening=$(docker exec distnet-smoke-node1 awk '$4 == "0A" && $2 ~ /:08AE$/ {print $2}' /proc/net/tcp)
+  [ -n "$listening" ] && ! grep -q "^00000000:" <<<"$listening" || fail "worker sshd listens on $listening, not eth0 only"
+  say "separate hosts: job exit 0 (strict host keys from a persistent known_hosts; sshd bound to eth0: $listening)"
+  hosts_job "$LOGDIR/hosts-wrong.log" wrong_known_hosts
+  [ "$UP_RC" != 0 ] || fail "the job ran although known_hosts holds the wrong host keys"
+  grep -qiE "host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED" "$LOGDIR/hosts-wrong.log" \
+    || { tail -20 "$LOGDIR/hosts-wrong.log" >&2; fail "the wrong-key run failed, but not on the host key"; }
+  say "separate hosts: with the workers' keys swapped in known_hosts the job is refused (exit $UP_RC)"
+  hosts_cleanup
+fi
+
 say "OK (total $(( $(date +%s) - T0 ))s)"
 }
 
-main "$@"
+main "$@"; exit  # on one line: bash reads no further, even if the file changed meanwhile

@@ -14,8 +14,12 @@
 #                               and exit with its exit code (the job's).
 #   entrypoint.sh CMD ...       run CMD (e.g. python -c ...).
 #
-# Keys are made when a container starts and never leave it except as public keys: the
-# coordinator's private key stays in its home directory, the workers' host keys in /run.
+# Keys are made when a container starts and never leave it except as public keys. The
+# private ones live on tmpfs mounts (docker-compose.yml): the coordinator's client key in
+# /home/distnet/.ssh, a worker's host key in /run/distnet; gone when the container stops,
+# never in its writable layer or a `docker commit`. Root never writes into a directory that
+# distnet owns: everything there (keys, ssh config, known_hosts, hostfile) is written by
+# distnet itself, so a symlink planted by an earlier job cannot make root overwrite a file.
 # Settings (environment; docker-compose.yml passes them through):
 #   DISTNET_WORKERS          worker nodes the coordinator waits for (2)
 #   DISTNET_PROCS_PER_NODE   MPI processes per node (1)
@@ -23,55 +27,110 @@
 #   DISTNET_MAX_RESTARTS     the launcher's --max-restarts (0)
 #   DISTNET_THREADS          BLAS threads per rank (unset: distnet's default, 1)
 #   DISTNET_DATA_DIR         checkpoints and metrics go here (/data, the coordinator's volume)
-#   DISTNET_RENDEZVOUS       directory shared by the nodes for public keys (/rendezvous)
+#   DISTNET_RENDEZVOUS       public keys: hostkeys/ (the workers write it) and
+#                            client/authorized_keys (the coordinator writes it) (/rendezvous)
 #   DISTNET_WORKER_SERVICE   DNS name of the workers (worker)
-#   DISTNET_SSH_PORT         the workers' sshd port (22)
+#   DISTNET_SSH_PORT         the workers' sshd port, 1-65535 (22)
 #   DISTNET_HOSTFILE         (real hosts) a hostfile to use instead of DNS discovery
-#   DISTNET_HOSTKEY_CHECK    yes (host keys from the rendezvous directory) or accept-new
+#   DISTNET_HOSTKEY_CHECK    yes (strict: host keys from the rendezvous directory or from
+#                            DISTNET_KNOWN_HOSTS) or accept-new (trust on first use); any
+#                            other value is an error
+#   DISTNET_KNOWN_HOSTS      (real hosts, coordinator) a known_hosts file kept across runs
+#                            (read-only with yes; writable by uid 1000 with accept-new)
+#   DISTNET_HOST_KEY         (real hosts, worker) a persistent ssh host private key
 #   DISTNET_SSH_KEY          (real hosts) a private key file to use instead of a fresh one
+#   DISTNET_IFACE            (real hosts) the cluster's network interface: sshd listens
+#                            only there; the ranks' MPI sockets (FI_TCP_IFACE) and mpiexec use it
 #   DISTNET_WAIT_TIMEOUT     seconds to wait for the workers (180)
 set -euo pipefail
 
 role=${1:-coordinator}
 RDV=${DISTNET_RENDEZVOUS:-/rendezvous}
+AUTH_KEYS=$RDV/client/authorized_keys   # written by the coordinator, read-only on workers
 SSH_PORT=${DISTNET_SSH_PORT:-22}
+CHECK=${DISTNET_HOSTKEY_CHECK:-yes}
 RUNAS=distnet
 HOME_DIR=/home/distnet
 HERE=/opt/distnet-launch
 PY=/opt/venv/bin/python
 
 log() { echo "[distnet $role $(hostname)] $*" >&2; }
+bad_setting() { echo "distnet: error: $1" >&2; exit 2; }
 as_user() { setpriv --reuid="$RUNAS" --regid="$RUNAS" --init-groups env HOME="$HOME_DIR" USER="$RUNAS" LOGNAME="$RUNAS" "$@"; }
+# stdin into FILE, written by distnet with mode 600 (FILE is in a directory distnet owns)
+write_as_user() { as_user sh -c 'umask 077 && rm -f "$1" && cat >"$1"' sh "$1"; }
+
+# The settings, checked before anything is done: a typo is an error, never a weaker mode.
+check_settings() {
+  [[ $SSH_PORT =~ ^[1-9][0-9]{0,4}$ ]] && [ "$SSH_PORT" -le 65535 ] \
+    || bad_setting "DISTNET_SSH_PORT: must be a port number from 1 to 65535, got '$SSH_PORT'"
+  case "$CHECK" in
+    yes|accept-new) ;;
+    *) bad_setting "DISTNET_HOSTKEY_CHECK: must be 'yes' (strict) or 'accept-new' (trust on first use), got '$CHECK'" ;;
+  esac
+  if [ -n "${DISTNET_IFACE:-}" ] && ! [[ $DISTNET_IFACE =~ ^[A-Za-z0-9_.:-]{1,15}$ ]]; then
+    bad_setting "DISTNET_IFACE: not a network interface name: '$DISTNET_IFACE'"
+  fi
+  local var
+  for var in DISTNET_KNOWN_HOSTS DISTNET_HOST_KEY DISTNET_SSH_KEY DISTNET_HOSTFILE; do
+    if [ -n "${!var:-}" ] && [ ! -f "${!var}" ]; then
+      bad_setting "$var: ${!var}: no such file (mount it into the container)"
+    fi
+  done
+}
+
+# A private key belongs on a tmpfs (docker-compose.yml mounts one); say so when it is not.
+warn_unless_tmpfs() {
+  [ "$(stat -f -c %T "$1" 2>/dev/null)" = tmpfs ] \
+    || log "warning: $1 is not a tmpfs: its private key stays in the container's writable layer (mount one: --tmpfs $1)"
+}
 
 worker() {
   [ "$(id -u)" = 0 ] || { log "the worker role runs sshd and must start as root"; exit 1; }
-  mkdir -p /run/sshd /run/distnet "$RDV/hostkeys"
-  rm -f /run/distnet/ssh_host_ed25519_key /run/distnet/ssh_host_ed25519_key.pub
-  ssh-keygen -q -t ed25519 -N '' -C "distnet-worker@$(hostname)" -f /run/distnet/ssh_host_ed25519_key
-  cat >/run/distnet/sshd_config <<EOF
-Port $SSH_PORT
-HostKey /run/distnet/ssh_host_ed25519_key
-AuthorizedKeysFile $RDV/authorized_keys
+  local keydir=/run/distnet listen=""
+  mkdir -p /run/sshd "$keydir" "$RDV/hostkeys"
+  chmod 700 "$keydir"
+  warn_unless_tmpfs "$keydir"
+  rm -f "$keydir/ssh_host_ed25519_key" "$keydir/ssh_host_ed25519_key.pub"
+  if [ -n "${DISTNET_HOST_KEY:-}" ]; then   # a persistent host key (separate hosts)
+    install -m 600 "$DISTNET_HOST_KEY" "$keydir/ssh_host_ed25519_key"
+    ssh-keygen -y -f "$keydir/ssh_host_ed25519_key" >"$keydir/ssh_host_ed25519_key.pub"
+  else
+    ssh-keygen -q -t ed25519 -N '' -C "distnet-worker@$(hostname)" -f "$keydir/ssh_host_ed25519_key"
+  fi
+  if [ -n "${DISTNET_IFACE:-}" ]; then
+    listen=$("$PY" "$HERE/rendezvous.py" iface-address "$DISTNET_IFACE") \
+      || bad_setting "DISTNET_IFACE: no IPv4 address on network interface '$DISTNET_IFACE'"
+  fi
+  {
+    echo "Port $SSH_PORT"
+    [ -z "$listen" ] || echo "ListenAddress $listen"
+    cat <<SSHD
+HostKey $keydir/ssh_host_ed25519_key
+AuthorizedKeysFile $AUTH_KEYS
 AllowUsers $RUNAS
 PermitRootLogin no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
-X11Forwarding no
-AllowTcpForwarding no
-AllowAgentForwarding no
+DisableForwarding yes
 PermitTunnel no
+PermitUserRC no
+PermitUserEnvironment no
+LoginGraceTime 15
+MaxAuthTries 3
 PrintMotd no
-PidFile /run/distnet/sshd.pid
+PidFile $keydir/sshd.pid
 LogLevel ${DISTNET_SSHD_LOGLEVEL:-ERROR}
 ClientAliveInterval 5
 ClientAliveCountMax 3
 MaxStartups 100:30:200
-EOF
-  /usr/sbin/sshd -t -f /run/distnet/sshd_config
-  "$PY" "$HERE/rendezvous.py" register --keydir "$RDV/hostkeys" --pubkey /run/distnet/ssh_host_ed25519_key.pub
-  log "sshd on port $SSH_PORT; waiting for the coordinator's mpiexec"
-  /usr/sbin/sshd -D -e -f /run/distnet/sshd_config &
+SSHD
+  } >"$keydir/sshd_config"
+  /usr/sbin/sshd -t -f "$keydir/sshd_config"
+  "$PY" "$HERE/rendezvous.py" register --keydir "$RDV/hostkeys" --pubkey "$keydir/ssh_host_ed25519_key.pub"
+  log "sshd on ${listen:-every address}, port $SSH_PORT; waiting for the coordinator's mpiexec"
+  /usr/sbin/sshd -D -e -f "$keydir/sshd_config" &
   local sshd_pid=$!
   # Stopped (docker stop, compose's Ctrl-C or abort): the coordinator is stopped at the same
   # time and its job is finishing its step and checkpointing, which needs this node's ranks;
@@ -96,57 +155,80 @@ stop_worker() {
 coordinator() {
   [ "$(id -u)" = 0 ] || { log "the coordinator role must start as root (it drops to $RUNAS for the job)"; exit 1; }
   local data=${DISTNET_DATA_DIR:-/data} ppn=${DISTNET_PROCS_PER_NODE:-1} workers=${DISTNET_WORKERS:-2}
-  local check=${DISTNET_HOSTKEY_CHECK:-yes} ssh_dir=$HOME_DIR/.ssh
-  mkdir -p "$RDV/hostkeys" "$data"
-  chmod 755 "$RDV"  # sshd's StrictModes: no group/world-writable directory above authorized_keys
-  chown "$RUNAS:$RUNAS" "$data" 2>/dev/null || log "warning: cannot chown $data to $RUNAS; it must be writable by uid $(id -u $RUNAS)"
+  local ssh_dir=$HOME_DIR/.ssh uid
+  uid=$(id -u "$RUNAS")
+  mkdir -p "$RDV/client" "$data"
+  chmod 755 "$RDV/client"  # sshd's StrictModes: no group/world-writable directory above authorized_keys
+  if [ "$(stat -c %u "$data")" != "$uid" ]; then
+    chown -h "$RUNAS:$RUNAS" "$data" 2>/dev/null || log "warning: cannot chown $data to $RUNAS; it must be writable by uid $uid"
+  fi
 
-  # A fresh client key pair (or the one given); only the public half is shared.
-  rm -rf "$ssh_dir"
-  install -d -m 700 -o "$RUNAS" -g "$RUNAS" "$ssh_dir"
+  # distnet's directory for its key pair, ssh config, known_hosts and the hostfile, made
+  # and filled by distnet (a tmpfs mount point in docker-compose.yml; emptied here).
+  as_user sh -c 'mkdir -p "$1" && find "$1" -mindepth 1 -delete && chmod 700 "$1"' sh "$ssh_dir"
+  warn_unless_tmpfs "$ssh_dir"
   if [ -n "${DISTNET_SSH_KEY:-}" ]; then
-    install -m 600 -o "$RUNAS" -g "$RUNAS" "$DISTNET_SSH_KEY" "$ssh_dir/id_ed25519"
-    as_user ssh-keygen -y -f "$ssh_dir/id_ed25519" >"$ssh_dir/id_ed25519.pub"
+    write_as_user "$ssh_dir/id_ed25519" <"$DISTNET_SSH_KEY"   # root reads the operator's file
+    as_user sh -c 'ssh-keygen -y -f "$1/id_ed25519" >"$1/id_ed25519.pub"' sh "$ssh_dir"
   else
     as_user ssh-keygen -q -t ed25519 -N '' -C "distnet-coordinator@$(hostname)" -f "$ssh_dir/id_ed25519"
   fi
-  install -m 644 "$ssh_dir/id_ed25519.pub" "$RDV/.authorized_keys.tmp"
-  mv -f "$RDV/.authorized_keys.tmp" "$RDV/authorized_keys"
-  cat >"$ssh_dir/config" <<EOF
+  # Only the public half is shared, with `restrict` (no forwarding, pty, X11 or user rc for
+  # this key, whatever sshd allows), in the root-owned rendezvous directory.
+  local pub tmp
+  pub=$(as_user cat "$ssh_dir/id_ed25519.pub")
+  [[ $pub =~ ^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521))\ [A-Za-z0-9+/]+=*(\ [^[:cntrl:]]*)?$ ]] \
+    || { log "the public key is not one ssh key line"; exit 1; }
+  tmp=$(mktemp "$RDV/client/.authorized_keys.XXXXXX")
+  printf 'restrict %s\n' "$pub" >"$tmp"
+  chmod 644 "$tmp"
+  mv -f "$tmp" "$AUTH_KEYS"
+
+  local known=${DISTNET_KNOWN_HOSTS:-$ssh_dir/known_hosts}
+  if [ -n "${DISTNET_KNOWN_HOSTS:-}" ]; then
+    as_user test -r "$known" || bad_setting "DISTNET_KNOWN_HOSTS: $known: not readable by uid $uid"
+    [ "$CHECK" = yes ] || as_user test -w "$known" \
+      || bad_setting "DISTNET_KNOWN_HOSTS: $known: DISTNET_HOSTKEY_CHECK=accept-new records new keys there, but uid $uid cannot write it"
+  fi
+  write_as_user "$ssh_dir/config" <<SSHCONFIG
 Host *
   User $RUNAS
   Port $SSH_PORT
   IdentityFile $ssh_dir/id_ed25519
   IdentitiesOnly yes
-  UserKnownHostsFile $ssh_dir/known_hosts
-  StrictHostKeyChecking $check
+  UserKnownHostsFile $known
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking $CHECK
   BatchMode yes
   LogLevel ERROR
   ConnectTimeout 10
   ServerAliveInterval 5
   ServerAliveCountMax 3
-EOF
-  chown "$RUNAS:$RUNAS" "$ssh_dir/config" "$ssh_dir/id_ed25519.pub"
+SSHCONFIG
 
   local rdv_args=(--keydir "$RDV/hostkeys" --port "$SSH_PORT" --ppn "$ppn"
-                  --hostfile "$HOME_DIR/hostfile" --known-hosts "$ssh_dir/known_hosts"
-                  --timeout "${DISTNET_WAIT_TIMEOUT:-180}")
+                  --hostfile "$ssh_dir/hostfile" --timeout "${DISTNET_WAIT_TIMEOUT:-180}")
+  [ -n "${DISTNET_KNOWN_HOSTS:-}" ] || rdv_args+=(--known-hosts "$known")
   if [ -n "${DISTNET_HOSTFILE:-}" ]; then
     rdv_args+=(--hostfile-in "$DISTNET_HOSTFILE")
   else
     rdv_args+=(--service "${DISTNET_WORKER_SERVICE:-worker}" --expect "$workers")
   fi
-  [ "$check" = yes ] || rdv_args+=(--trust-on-first-use)
-  local nprocs
-  nprocs=$("$PY" "$HERE/rendezvous.py" coordinator "${rdv_args[@]}")
-  chown "$RUNAS:$RUNAS" "$HOME_DIR/hostfile" "$ssh_dir/known_hosts"
-  local me
-  me=${DISTNET_ADVERTISE_ADDR:-$(head -n1 "$HOME_DIR/hostfile" | cut -d: -f1)}
+  [ "$CHECK" = yes ] || rdv_args+=(--trust-on-first-use)
+  local nprocs me
+  nprocs=$(cd "$HOME_DIR" && as_user "$PY" "$HERE/rendezvous.py" coordinator "${rdv_args[@]}")
+  me=${DISTNET_ADVERTISE_ADDR:-$(as_user head -n1 "$ssh_dir/hostfile" | cut -d: -f1)}
 
   # BLAS threads per rank: distnet's default is 1 (more cores: more processes per node);
   # DISTNET_THREADS=N sets N on every node (mpiexec passes its environment to every rank).
   if [ -n "${DISTNET_THREADS:-}" ]; then
     export OPENBLAS_NUM_THREADS=$DISTNET_THREADS OMP_NUM_THREADS=$DISTNET_THREADS MKL_NUM_THREADS=$DISTNET_THREADS
+  fi
+  # The cluster interface: the ranks' libfabric sockets bind to it, mpiexec uses it.
+  local iface_args=()
+  if [ -n "${DISTNET_IFACE:-}" ]; then
+    export FI_TCP_IFACE=${FI_TCP_IFACE:-$DISTNET_IFACE}
+    iface_args=(--mpi-arg=-iface "--mpi-arg=$DISTNET_IFACE")
   fi
 
   # TRAIN_ARGS is split like a shell would (quotes allowed), without globbing or expansion.
@@ -154,9 +236,10 @@ EOF
     || { log "TRAIN_ARGS is not valid shell quoting: ${TRAIN_ARGS:-}"; exit 2; }
   local train_args=()
   mapfile -d '' -t train_args < <("$PY" -c 'import os, shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(os.environ.get("TRAIN_ARGS", ""))))')
-  local cmd=("$PY" -m distnet.launch -n "$nprocs" --hostfile "$HOME_DIR/hostfile"
+  local cmd=("$PY" -m distnet.launch -n "$nprocs" --hostfile "$ssh_dir/hostfile"
              --max-restarts "${DISTNET_MAX_RESTARTS:-0}"
              --mpi-arg=-launcher --mpi-arg=ssh --mpi-arg=-localhost "--mpi-arg=$me"
+             ${iface_args[@]+"${iface_args[@]}"}
              --
              --checkpoint-dir "$data/checkpoints" --metrics "$data/metrics.jsonl" --resume --no-progress
              --checkpoint-every 100 --timeout 60
@@ -167,7 +250,7 @@ EOF
 }
 
 case "$role" in
-  worker) worker ;;
-  coordinator) coordinator ;;
+  worker) check_settings; worker ;;
+  coordinator) check_settings; coordinator ;;
   *) exec "$@" ;;
 esac

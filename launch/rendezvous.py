@@ -13,14 +13,23 @@ Standard library only; runs inside the node image (launch/Dockerfile) and in the
       hostfile (this node first, so that rank 0 runs here, then the workers, P slots each)
       and an ssh known_hosts file; print the number of ranks.
       With --hostfile-in FILE (real hosts) the node list comes from that file instead.
+      Without --known-hosts (a known_hosts file given by the operator) it waits only for
+      the ssh ports.
+
+  rendezvous.py iface-address IFACE
+      print the IPv4 address of network interface IFACE (to bind sshd to it).
 
 The hostfile holds addresses resolved from DNS at start, never addresses written by hand.
+The entry point runs the coordinator side as the unprivileged user, and every file is
+written with O_CREAT|O_EXCL|O_NOFOLLOW under a random name, then renamed into place: a
+planted symlink is never followed.
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import os
+import secrets
 import socket
 import sys
 import time
@@ -127,10 +136,32 @@ def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Write PATH whole or not at all, never through a symlink: a new file under a random
+    name (O_EXCL|O_NOFOLLOW: fails rather than follow a planted link), then rename(2),
+    which replaces a link at PATH instead of writing where it points."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def iface_address(name: str) -> str:
+    """IPv4 address of network interface NAME (SIOCGIFADDR; no iproute2 in the image)."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+        except OSError as exc:
+            raise ValueError(f"network interface {name!r}: {exc.strerror}") from None
+    return socket.inet_ntoa(packed[20:24])
 
 
 def cmd_register(args) -> int:
@@ -171,8 +202,8 @@ def cmd_coordinator(args) -> int:
     pending = list(workers)
     while pending:
         _, missing = known_hosts_lines(pending, keydir, args.port)
-        if args.trust_on_first_use:
-            missing = []
+        if args.trust_on_first_use or not args.known_hosts:
+            missing = []  # not waiting for published keys: ssh checks its own known_hosts
         pending = [w for w in pending if w in missing or not port_open(w, args.port)]
         if not pending:
             break
@@ -180,8 +211,9 @@ def cmd_coordinator(args) -> int:
             log(f"gave up after {args.timeout:g}s waiting for {pending} (host key in {keydir}, ssh port {args.port})")
             return 1
         time.sleep(1)
-    known, _ = known_hosts_lines(workers, keydir, args.port)
-    write_atomic(Path(args.known_hosts), "".join(line + "\n" for line in known))
+    if args.known_hosts:
+        known, _ = known_hosts_lines(workers, keydir, args.port)
+        write_atomic(Path(args.known_hosts), "".join(line + "\n" for line in known))
     write_atomic(Path(args.hostfile), "".join(line + "\n" for line in lines))
     log(f"{len(lines)} node(s): {', '.join(lines)}")
     print(total_slots(lines))
@@ -201,17 +233,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keydir", required=True, help="where workers publish their host keys")
     c.add_argument("--port", type=int, default=22, help="the workers' ssh port")
     c.add_argument("--hostfile", required=True, help="hostfile to write")
-    c.add_argument("--known-hosts", required=True, help="known_hosts file to write")
+    c.add_argument("--known-hosts", help="known_hosts file to write (omit: the operator gave one)")
     c.add_argument("--hostfile-in", help="use this hostfile (real hosts) instead of DNS discovery")
     c.add_argument("--self-address", help="this node's address (default: $DISTNET_ADVERTISE_ADDR or its hostname's)")
     c.add_argument("--trust-on-first-use", action="store_true",
                    help="do not wait for published host keys (ssh then uses StrictHostKeyChecking=accept-new)")
     c.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the workers")
+    i = sub.add_parser("iface-address", help="print the IPv4 address of a network interface")
+    i.add_argument("iface")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "iface-address":
+        try:
+            print(iface_address(args.iface))
+        except ValueError as exc:
+            log(str(exc))
+            return 2
+        return 0
     return cmd_register(args) if args.cmd == "register" else cmd_coordinator(args)
 
 

@@ -1,6 +1,8 @@
-"""Real Fashion-MNIST from the Debian package dataset-fashion-mnist (optional).
+"""Real Fashion-MNIST, the full 70,000 images (optional: too large to ship).
 
-Install with: apt-get install -y dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist).
+Looked for in $DISTNET_TEST_DATA/fashion-mnist/, else in /usr/share/datasets/fashion-mnist,
+where Debian's package puts it: apt-get install -y dataset-fashion-mnist. Without either the
+tests skip with that hint; CI installs the package and allows no skip.
 The Debian files are re-compressed, so their .gz checksums differ from the official ones;
 the loader validates structure, not checksums, of local files.
 """
@@ -10,20 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import need_data
 from distnet.data import load_dataset
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-pytestmark = pytest.mark.skipif(
-    not (DEBIAN_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed in {DEBIAN_DIR}; run: apt-get install -y dataset-fashion-mnist",
-)
+
+@pytest.fixture(scope="module")
+def fashion_dir():
+    return need_data("fashion-mnist", "the full Fashion-MNIST", fallback=DEBIAN_DIR,
+                     probe="t10k-labels-idx1-ubyte.gz", hint="apt-get install dataset-fashion-mnist (Debian)")
 
 
 @pytest.mark.parametrize("split,n", [("train", 60000), ("test", 10000)])
-def test_fashion_mnist(split, n, monkeypatch):
+def test_fashion_mnist(split, n, fashion_dir, monkeypatch):
     monkeypatch.setenv("DISTNET_OFFLINE", "1")
-    ds = load_dataset("fashion-mnist", split, data_dir=DEBIAN_DIR)
+    ds = load_dataset("fashion-mnist", split, data_dir=fashion_dir)
     assert ds.images.shape == (n, 1, 28, 28) and ds.labels.shape == (n,)
     assert np.bincount(ds.labels).tolist() == [n // 10] * 10
     assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot"

@@ -1,19 +1,26 @@
-"""The real MNIST files: shared copy, embedded copy, raw and renamed copies all agree."""
+"""The real MNIST files: the copy inside the package (it runs everywhere), raw and renamed
+copies of it, and a second independent copy where one is present, all agree."""
 
 import gzip
 import hashlib
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import need_data
 from distnet.data import load_dataset
 from distnet.data.registry import embedded_dir, get_spec
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_DIR = SHARED / "mnist"
 FILES = [f.name for f in get_spec("mnist").files]
+# The MD5s published on yann.lecun.com for the four .gz files (shared/data/SOURCES.md): an
+# independent check of the bytes, and of the SHA-256s the registry verifies downloads with.
+PUBLISHED_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -25,24 +32,31 @@ def _no_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DISTNET_OFFLINE", "1")
 
 
-def _shared():
-    assert MNIST_DIR.is_dir(), f"shared MNIST files expected in {MNIST_DIR} (see shared/data/SOURCES.md)"
-    return MNIST_DIR
-
-
 def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_embedded_files_are_byte_identical_to_shared_originals():
+def test_embedded_files_are_the_published_originals():
+    assert sorted(FILES) == sorted(PUBLISHED_MD5)
     for f in get_spec("mnist").files:
-        assert _sha256(embedded_dir() / f.name) == _sha256(_shared() / f.name) == f.sha256
-        assert hashlib.md5((embedded_dir() / f.name).read_bytes()).hexdigest() == f.md5
+        data = (embedded_dir() / f.name).read_bytes()
+        assert hashlib.md5(data).hexdigest() == PUBLISHED_MD5[f.name] == f.md5
+        assert hashlib.sha256(data).hexdigest() == f.sha256
+
+
+def test_embedded_files_are_byte_identical_to_a_second_copy():
+    other = need_data("mnist", "a second copy of the four MNIST .gz files",
+                      probe="train-images-idx3-ubyte.gz")
+    for name in FILES:
+        assert (embedded_dir() / name).read_bytes() == (other / name).read_bytes(), name
+    a = load_dataset("mnist", "test")
+    b = load_dataset("mnist", "test", data_dir=other)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
 
 
 @pytest.mark.parametrize("split,n,counts", [("train", 60000, TRAIN_COUNTS), ("test", 10000, TEST_COUNTS)])
 def test_shapes_and_label_counts(split, n, counts):
-    ds = load_dataset("mnist", split, data_dir=_shared())
+    ds = load_dataset("mnist", split, data_dir=embedded_dir())
     assert ds.images.shape == (n, 1, 28, 28) and ds.images.dtype == np.uint8
     assert ds.images.flags.c_contiguous
     assert ds.labels.shape == (n,) and ds.labels.dtype == np.int64
@@ -53,31 +67,39 @@ def test_shapes_and_label_counts(split, n, counts):
         assert round(float(ds.images.std()) / 255, 4) == 0.3081
 
 
-def test_embedded_default_needs_no_data_dir():
+def test_embedded_default_needs_no_data_dir(tmp_path):
+    # No data_dir, no $DISTNET_DATA, an empty cache, offline: the package's copy is used.
+    # Compared with a copy of the files in a folder of its own (a different path, so a
+    # different cache entry and a real second read).
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in FILES:
+        shutil.copy(embedded_dir() / name, copy / name)
     default = load_dataset("mnist", "test")
-    shared = load_dataset("mnist", "test", data_dir=_shared())
-    assert np.array_equal(default.images, shared.images)
-    assert np.array_equal(default.labels, shared.labels)
-    assert Path(embedded_dir()).is_dir()
+    explicit = load_dataset("mnist", "test", data_dir=copy)
+    assert np.array_equal(default.images, explicit.images)
+    assert np.array_equal(default.labels, explicit.labels)
+    assert np.bincount(default.labels).tolist() == TEST_COUNTS
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.gz"))
 
 
 def test_raw_ungzipped_copy_loads_identically(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     for name in FILES:
-        (raw / name[:-3]).write_bytes(gzip.decompress((_shared() / name).read_bytes()))
+        (raw / name[:-3]).write_bytes(gzip.decompress((embedded_dir() / name).read_bytes()))
     for split in ("train", "test"):
         a = load_dataset("mnist", split, data_dir=raw)
-        b = load_dataset("mnist", split, data_dir=_shared())
+        b = load_dataset("mnist", split, data_dir=embedded_dir())
         assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
 
 
 def test_dotted_names_and_dataset_subfolder(tmp_path):
     folder = tmp_path / "root" / "mnist"
     folder.mkdir(parents=True)
-    shutil.copy(_shared() / "t10k-images-idx3-ubyte.gz", folder / "t10k-images.idx3-ubyte.gz")
+    shutil.copy(embedded_dir() / "t10k-images-idx3-ubyte.gz", folder / "t10k-images.idx3-ubyte.gz")
     (folder / "t10k-labels.idx1-ubyte").write_bytes(
-        gzip.decompress((_shared() / "t10k-labels-idx1-ubyte.gz").read_bytes())
+        gzip.decompress((embedded_dir() / "t10k-labels-idx1-ubyte.gz").read_bytes())
     )
     ds = load_dataset("mnist", "test", data_dir=tmp_path / "root")
     assert np.bincount(ds.labels).tolist() == TEST_COUNTS

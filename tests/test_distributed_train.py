@@ -42,6 +42,19 @@ def test_world_size_equivalence_plain_sgd(tmp_path):
     assert rel_diff(ref, final_params(train(tmp_path, "w2o", 2, *args, "--overlap"))[0]) < 1e-5
 
 
+@pytest.mark.parametrize("batch", [341, 1])
+def test_overlap_on_an_empty_shard_does_not_hang(tmp_path, batch):
+    """Issue 12 item 2, as reported: 1024 samples in batches of 341 end with a batch of 1, so
+    one of 2 ranks has an empty slice (and with --batch-size 1 one rank always has); with
+    several buckets, --overlap must finish, and land where plain mode does."""
+    args = ["--optimizer", "sgd", "--lr", "0.01", "--max-steps", "8", "--batch-size", str(batch),
+            "--timeout", "10", "--bucket-mb", "0.02"]
+    plain, _ = final_params(train(tmp_path, "plain", 2, *args))
+    overlap, steps = final_params(train(tmp_path, "overlap", 2, *args, "--overlap"))
+    assert steps == 8
+    assert rel_diff(plain, overlap) < 1e-5
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"])
 def test_deterministic_is_bitwise_across_world_sizes(tmp_path, optimizer):
     args = ["--optimizer", optimizer, "--lr", "0.003", "--max-steps", "12", "--deterministic",
@@ -84,7 +97,10 @@ def _start(tmp_path, ranks, *args, env=None):
 def _rank_pids(marker):
     out = subprocess.run(["pgrep", "-f", f"distnet.train.*{marker}"], capture_output=True, text=True).stdout
     pids = [int(p) for p in out.split()]
-    return [p for p in pids if "mpirun" not in open(f"/proc/{p}/cmdline").read().replace("\0", " ").split(" ")[0]]
+    launchers = ("mpirun", "mpiexec", "prterun")  # MPICH's and Open MPI's launcher processes
+    return [p for p in pids
+            if not any(name in open(f"/proc/{p}/cmdline").read().replace("\0", " ").split(" ")[0]
+                       for name in launchers)]
 
 
 def _wait_for_checkpoint(marker, proc, timeout=60):

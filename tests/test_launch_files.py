@@ -76,18 +76,49 @@ def test_compose_publishes_no_ports_and_uses_a_private_network():
 def test_compose_named_volume_for_checkpoints_on_the_coordinator():
     top = top_level_blocks(COMPOSE.read_text())
     volumes = child_blocks(top["volumes"])
-    assert "runs" in volumes and "rendezvous" in volumes
+    assert {"runs", "hostkeys", "clientkey"} <= set(volumes)
     services = child_blocks(top["services"])
     assert re.search(r"-\s*runs:/data\b", services["coordinator"])
     assert "runs:" not in services["worker"], "only the coordinator (rank 0) writes checkpoints"
-    # the rendezvous volume holds public keys only and is a tmpfs (empty after each run)
-    assert "type: tmpfs" in volumes["rendezvous"]
+    # the rendezvous volumes hold public keys only and are tmpfs (empty after each run)
+    for name in ("hostkeys", "clientkey"):
+        assert "type: tmpfs" in volumes[name], name
 
 
 def test_compose_builds_the_launch_dockerfile():
     text = COMPOSE.read_text()
     assert "dockerfile: launch/Dockerfile" in text
     assert re.search(r"^version:\s*\"2\.\d\"", text, re.M)  # scale/init need file format 2.2+
+
+
+def services_and_anchor():
+    text = COMPOSE.read_text()
+    top = top_level_blocks(text)
+    return child_blocks(top["services"]), top["x-node"]
+
+
+def test_compose_drops_every_capability_and_adds_back_only_what_each_role_needs():
+    services, anchor = services_and_anchor()
+    assert re.search(r"^\s*cap_drop:\s*\[ALL\]\s*$", anchor, re.M)
+    assert re.search(r'^\s*security_opt:\s*\["no-new-privileges:true"\]\s*$', anchor, re.M)
+    for name, caps in (("coordinator", {"SETUID", "SETGID"}),
+                       ("worker", {"SETUID", "SETGID", "SYS_CHROOT", "KILL", "NET_BIND_SERVICE"})):
+        assert "<<: *node" in services[name], name  # inherits cap_drop and no-new-privileges
+        m = re.search(r"^\s*cap_add:\s*\[([A-Z_, ]*)\]", services[name], re.M)
+        assert m and {c.strip() for c in m.group(1).split(",")} == caps, name
+    assert not re.search(r"^\s*privileged:", COMPOSE.read_text(), re.M)
+
+
+def test_compose_keeps_private_keys_on_tmpfs_and_authorized_keys_read_only():
+    services, _ = services_and_anchor()
+    assert re.search(r"^\s*- /home/distnet/\.ssh:uid=1000,gid=1000,mode=0700,", services["coordinator"], re.M)
+    assert re.search(r"^\s*- /run/distnet:mode=0700,", services["worker"], re.M)
+    # one writer per volume: the workers cannot change authorized_keys, the coordinator
+    # cannot change the host keys
+    assert re.search(r"^\s*- clientkey:/rendezvous/client:ro\b", services["worker"], re.M)
+    assert re.search(r"^\s*- hostkeys:/rendezvous/hostkeys\s*(#.*)?$", services["worker"], re.M)
+    assert re.search(r"^\s*- clientkey:/rendezvous/client\s*(#.*)?$", services["coordinator"], re.M)
+    assert re.search(r"^\s*- hostkeys:/rendezvous/hostkeys:ro\b", services["coordinator"], re.M)
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
@@ -140,7 +171,120 @@ def test_scripts_are_executable_and_parse():
         assert subprocess.run(["bash", "-n", str(path)]).returncode == 0, name
 
 
+# ---------------------------------------------------------------- launch/entrypoint.sh
+
+ENTRYPOINT = LAUNCH / "entrypoint.sh"
+
+
+def sshd_config_lines() -> list[str]:
+    text = ENTRYPOINT.read_text()
+    block = text[text.index("cat <<SSHD\n"):text.index("\nSSHD\n")]
+    return block.splitlines()[1:]
+
+
+def test_sshd_is_locked_down():
+    lines = sshd_config_lines()
+    for setting in ("DisableForwarding yes", "PermitUserRC no", "PermitRootLogin no", "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no", "PermitUserEnvironment no", "AllowUsers $RUNAS",
+                    "AuthorizedKeysFile $AUTH_KEYS", "HostKey $keydir/ssh_host_ed25519_key"):
+        assert setting in lines, setting
+    grace = next(int(l.split()[1]) for l in lines if l.startswith("LoginGraceTime "))
+    assert 0 < grace <= 30, "a short LoginGraceTime"
+    text = ENTRYPOINT.read_text()
+    assert 'AUTH_KEYS=$RDV/client/authorized_keys' in text
+    assert "keydir=/run/distnet" in text  # the tmpfs of docker-compose.yml
+
+
+def test_the_shared_public_key_is_restricted():
+    text = ENTRYPOINT.read_text()
+    assert "printf 'restrict %s\\n' \"$pub\" >\"$tmp\"" in text
+    assert 'mv -f "$tmp" "$AUTH_KEYS"' in text
+
+
+def test_root_never_writes_into_a_directory_distnet_owns():
+    """Everything under distnet's home (keys, ssh config, known_hosts, hostfile) is written
+    by distnet: no root redirection or copy into it, the rendezvous coordinator runs as
+    distnet, and chown never follows a symlink."""
+    text = ENTRYPOINT.read_text()
+    coordinator = text[text.index("coordinator() {"):text.index("\ncase \"$role\"")]
+    assert not re.search(r'>\s*"?\$(ssh_dir|HOME_DIR|known)', coordinator), "root redirects into distnet's files"
+    assert not re.search(r'^\s*(install|cp|mv|ln|touch|cat)\b[^\n]*"\$(ssh_dir|HOME_DIR)', coordinator, re.M)
+    assert 'as_user "$PY" "$HERE/rendezvous.py" coordinator' in coordinator
+    code = re.sub(r'"[^"\n]*"', '""', text)  # commands only, not the messages
+    assert re.search(r"\bchown -h\b", code) and not re.search(r"\bchown (?!-h)", code)
+    assert 'pub=$(as_user cat "$ssh_dir/id_ed25519.pub")' in coordinator  # root does not even read them
+
+
+def run_entrypoint(tmp_path, role, **env):
+    """The entry point with an ``id`` that says uid 1000: past the settings check it stops
+    at once ("must start as root"), so nothing is done to this machine."""
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir(exist_ok=True)
+    (fakebin / "id").write_text("#!/bin/sh\necho 1000\n")
+    (fakebin / "id").chmod(0o755)
+    full_env = {"PATH": f"{fakebin}:/usr/bin:/bin", "DISTNET_RENDEZVOUS": str(tmp_path / "rdv"), **env}
+    return subprocess.run(["bash", str(ENTRYPOINT), role], env=full_env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("role", ["worker", "coordinator"])
+@pytest.mark.parametrize("var, value", [
+    ("DISTNET_SSH_PORT", "abc"), ("DISTNET_SSH_PORT", "0"), ("DISTNET_SSH_PORT", "65536"),
+    ("DISTNET_SSH_PORT", "022"), ("DISTNET_SSH_PORT", "22 -oProxyCommand=x"), ("DISTNET_SSH_PORT", "-1"),
+    ("DISTNET_HOSTKEY_CHECK", "no"), ("DISTNET_HOSTKEY_CHECK", "off"), ("DISTNET_HOSTKEY_CHECK", "Yes"),
+    ("DISTNET_HOSTKEY_CHECK", "accept_new"), ("DISTNET_HOSTKEY_CHECK", "ask"),
+    ("DISTNET_IFACE", "eth0;id"), ("DISTNET_KNOWN_HOSTS", "/no/such/known_hosts"),
+    ("DISTNET_HOST_KEY", "/no/such/key"),
+])
+def test_a_bad_setting_is_an_error_not_a_weaker_mode(tmp_path, role, var, value):
+    r = run_entrypoint(tmp_path, role, **{var: value})
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"distnet: error: {var}: "), r.stderr
+    assert not (tmp_path / "rdv").exists()
+
+
+@pytest.mark.parametrize("role", ["worker", "coordinator"])
+@pytest.mark.parametrize("env", [{}, {"DISTNET_SSH_PORT": "2222", "DISTNET_HOSTKEY_CHECK": "accept-new"},
+                                 {"DISTNET_SSH_PORT": "65535", "DISTNET_HOSTKEY_CHECK": "yes", "DISTNET_IFACE": "eth1"}])
+def test_the_documented_settings_pass_the_check(tmp_path, role, env):
+    r = run_entrypoint(tmp_path, role, **env)
+    assert r.returncode == 1 and "must start as root" in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------- launch/rendezvous.py
+
+def test_write_atomic_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "hostfile"
+    target.symlink_to(victim)
+    rdv.write_atomic(target, "node:1\n", mode=0o600)
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "node:1\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostfile", "victim"]  # no temporary left
+
+
+def test_write_atomic_never_opens_an_existing_name(tmp_path, monkeypatch):
+    """The temporary name is random and opened with O_EXCL|O_NOFOLLOW: a link planted
+    under the name it picks makes it fail, not write through the link."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    monkeypatch.setattr(rdv.secrets, "token_hex", lambda n: "guessed")
+    (tmp_path / ".hostfile.guessed.tmp").symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        rdv.write_atomic(tmp_path / "hostfile", "node:1\n")
+    assert victim.read_text() == "precious\n" and not (tmp_path / "hostfile").exists()
+
+
+def test_iface_address():
+    assert rdv.iface_address("lo") == "127.0.0.1"
+    with pytest.raises(ValueError, match="no-such-if"):
+        rdv.iface_address("no-such-if")
+    r = subprocess.run([sys.executable, str(LAUNCH / "rendezvous.py"), "iface-address", "lo"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == "127.0.0.1\n"
+
 
 def test_hostfile_puts_the_coordinator_first():
     lines = rdv.hostfile_lines("10.0.0.9", ["10.0.0.3", "10.0.0.4"], 2)

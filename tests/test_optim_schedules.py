@@ -86,7 +86,7 @@ def test_make_schedule():
     s = make_schedule("cosine", 1.0, 100, warmup_steps=10)
     assert isinstance(s, Warmup) and isinstance(s.schedule, Cosine)
     assert s(0) == pytest.approx(0.1) and s(10) == cosine(1.0, 100)(10)
-    assert set(SCHEDULE_NAMES) == {"constant", "step", "cosine"}
+    assert set(SCHEDULE_NAMES) == {"constant", "step", "cosine", "onecycle"}
 
 
 def test_make_schedule_unknown_name_lists_valid_ones():

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .augment import batch_shifts, translate
+from .augment import ImageAugment, batch_shifts, translate
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -34,7 +34,10 @@ class GlobalBatchLoader:
     """Yields this rank's slice of each global batch, plus the global batch's size."""
 
     def __init__(self, dataset, global_batch: int, seed: int, rank: int = 0, world: int = 1,
-                 shuffle: bool = True, drop_last: bool = False, max_shift: int = 0):
+                 shuffle: bool = True, drop_last: bool = False, max_shift: int = 0,
+                 augment: ImageAugment | None = None):
+        """``max_shift``: translate images by up to that many pixels; ``augment``: an
+        ImageAugment (crop, flip, cutout), applied after the shift."""
         if global_batch < 1:
             raise ValueError(f"global batch size must be >= 1, got {global_batch}")
         self.dataset = dataset
@@ -42,9 +45,12 @@ class GlobalBatchLoader:
         self.seed, self.rank, self.world = seed, rank, world
         self.shuffle, self.drop_last = shuffle, drop_last
         self.max_shift = max_shift
-        # the normalised value of a black pixel fills what a shift uncovers
+        self.augment = augment if augment else None
+        if self.augment is not None:
+            self.augment.check(dataset.input_shape)
+        # the normalised value of a black pixel fills what a shift, zero padding or cutout uncovers
         self._background = None
-        if max_shift:
+        if max_shift or self.augment:
             own = getattr(dataset, "background", None)  # an ArrayDataset knows its own
             self._background = own if own is not None else \
                 (-np.asarray(dataset.mean) / np.asarray(dataset.std)).astype(np.float32)
@@ -75,8 +81,11 @@ class GlobalBatchLoader:
         """(x, y, global_count) for this rank; x may have zero rows."""
         local, count = self.local_indices(epoch, index)
         x, y = self.dataset.batch(local)
+        start, stop = shard_bounds(count, self.rank, self.world)
         if self.max_shift:
-            start, stop = shard_bounds(count, self.rank, self.world)
             shifts = batch_shifts(count, self.max_shift, self.seed, epoch, index)[start:stop]
             x = translate(x, shifts, self._background)
+        if self.augment is not None:
+            x = self.augment(x, self._background, seed=self.seed, epoch=epoch, index=index,
+                             count=count, start=start, stop=stop)
         return x, y, count

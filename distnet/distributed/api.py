@@ -12,6 +12,8 @@ neither of those ever imports MPI.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from .comm import Communicator, get_communicator
@@ -75,6 +77,7 @@ class DistributedOptimizer:
             raise ValueError(f"op must be 'average' or 'sum', got {op!r}")
         self.optimizer, self.model, self.comm, self.op = optimizer, model, comm, op
         self.sync = GradientSync(comm, model, overlap=overlap, bucket_bytes=int(bucket_mb * (1 << 20)))
+        self._skip = False
 
     def synchronize(self) -> None:
         """Reduce the gradients now (``step`` does this itself)."""
@@ -82,9 +85,19 @@ class DistributedOptimizer:
         if self.op == "average" and self.comm.size > 1:
             np.multiply(self.model.flat_grads, 1.0 / self.comm.size, out=self.model.flat_grads)
 
-    def step(self, synchronize: bool = True) -> None:
-        """Reduce the gradients (unless ``synchronize=False``: they already are), then step."""
-        if synchronize:
+    @contextmanager
+    def skip_synchronize(self):
+        """Inside, ``step()`` does not reduce: for gradients that are already global (as
+        Horovod's ``optimizer.skip_synchronize()``; deterministic mode's micro-batch sum)."""
+        self._skip = True
+        try:
+            yield self
+        finally:
+            self._skip = False
+
+    def step(self) -> None:
+        """Reduce the gradients (unless inside ``skip_synchronize()``), then step."""
+        if not self._skip:
             self.synchronize()
         self.optimizer.step()
 

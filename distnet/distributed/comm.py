@@ -95,11 +95,26 @@ _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOC
 
 
 def launched_world_size() -> int:
-    """World size announced by an MPI launcher's environment, 1 when not launched by one."""
+    """World size announced by an MPI launcher's environment, 1 when not launched by one.
+
+    Slurm's ``srun`` starts the ranks itself.  With ``--mpi=pmi2`` it sets PMI_SIZE like
+    mpirun; with ``--mpi=pmix`` (Open MPI) it announces only a PMIx namespace, so the size is
+    the step's task count.  Without a PMI plugin (``--mpi=none``, many sites' default) every
+    task would train a model of its own and all of them would write the same checkpoints:
+    that is refused, naming the fix.
+    """
     for var in _LAUNCHER_SIZE_VARS:
         value = os.environ.get(var)
         if value and value.isdigit():
             return int(value)
+    slurm_tasks = os.environ.get("SLURM_STEP_NUM_TASKS", "")
+    if slurm_tasks.isdigit() and int(slurm_tasks) > 1:
+        if "PMIX_NAMESPACE" in os.environ or "PMIX_RANK" in os.environ:
+            return int(slurm_tasks)
+        from ..errors import UserError
+
+        raise UserError(f"srun: {slurm_tasks} tasks but no MPI wire-up (PMI), so each would train alone: "
+                        "use srun --mpi=pmi2 (MPICH) or --mpi=pmix (Open MPI)")
     return 1
 
 

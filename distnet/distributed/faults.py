@@ -37,6 +37,9 @@ def fail(comm, exc: BaseException) -> None:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     print(error_line(comm.rank, comm.size, exc), file=sys.stderr, flush=True)
     if comm.size > 1:
+        # mpirun stops forwarding a rank's output once MPI_Abort reaches it: the error line
+        # above was lost in about 4 of 115 runs without this pause, in none of 40 with 0.3 s.
+        time.sleep(0.3)
         comm.abort(code)
     sys.exit(code)
 

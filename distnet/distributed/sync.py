@@ -8,6 +8,14 @@ order (the order in which backward finishes them, as PyTorch DDP does); as soon 
 has passed every layer of a bucket, a non-blocking allreduce of that slice starts, and
 ``finish()`` waits for all of them before the optimizer step.
 
+Every rank must issue the same collectives in the same order (MPI's rule for collectives on
+one communicator).  A rank whose slice of the global batch is empty may not run backward at
+all, or may run it on 0 samples; either way its buckets still have to be reduced, or its
+peers wait forever in theirs.  So buckets are started strictly in plan order, never twice in
+a step, and ``finish()`` starts, in that same order, every bucket that backward has not
+started, before waiting for them all.  Whatever mix of "backward ran" and "backward did not
+run" the ranks are in, each issues bucket 0, 1, 2, ... exactly once.
+
 Deterministic mode lives in ``deterministic.py``: it changes how gradients are computed,
 not only how they are summed.
 """
@@ -27,7 +35,7 @@ class GradientSync:
         self._pending = []
         if self.overlap:
             self.buckets = self._plan_buckets(bucket_bytes)
-            self._bucket_of_layer = {b["last_layer"]: b for b in self.buckets}
+            self._bucket_of_layer = {b["last_layer"]: number for number, b in enumerate(self.buckets)}
             model.backward_hooks.append(self._on_layer_done)
 
     def _plan_buckets(self, bucket_bytes: int):
@@ -57,16 +65,33 @@ class GradientSync:
         return buckets
 
     def _on_layer_done(self, index: int) -> None:
-        bucket = self._bucket_of_layer.get(index)
-        if bucket is not None:
+        number = self._bucket_of_layer.get(index)
+        if number is None:
+            return
+        if number < len(self._pending):
+            raise RuntimeError(f"gradient bucket {number} was finished twice in one step: backward ran "
+                               f"again before GradientSync.finish() (its allreduce is already in flight)")
+        self._start_through(number)
+
+    def _start_through(self, last: int) -> None:
+        """Start every bucket not started yet up to number ``last``, in plan order.
+
+        Backward finishes buckets in plan order, so from the hook this starts exactly one;
+        starting any skipped earlier one first keeps the order the same on every rank."""
+        for number in range(len(self._pending), last + 1):
+            bucket = self.buckets[number]
             view = self.grads[bucket["start"]:bucket["stop"]]
             self._pending.append(self.comm.iallreduce(view))
 
     def finish(self) -> None:
-        """Make ``model.flat_grads`` the global-batch mean gradient on every rank."""
+        """Make ``model.flat_grads`` the global-batch mean gradient on every rank.
+
+        Also correct on a rank that ran no backward this step (an empty slice): its buckets
+        (zeros) are started here, in the same order as on the ranks whose backward did."""
         if self.comm.size == 1:
             return
         if self.overlap:
+            self._start_through(len(self.buckets) - 1)
             for request in self._pending:
                 request.wait()
             self._pending.clear()

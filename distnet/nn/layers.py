@@ -182,3 +182,25 @@ class Dropout(Module):
 
     def __repr__(self):
         return f"Dropout(p={self.p})"
+
+
+class Scale(Module):
+    """y = factor * x, a fixed (not trained) multiplier; the gradient is scaled alike.
+
+    Why: a network whose last layer reads a global max pool of BatchNorm-ed features puts out
+    large logits at initialisation.  The fast-CIFAR ResNet-9 multiplies its logits by 0.125 for
+    this reason; without it our cifar-resnet started at a loss of ~7 (logits with std ~4) and
+    plain SGD at lr 0.02 did not reduce it in 12 steps (7.5 -> 7.3, losses up to 10.9), while with
+    it the loss went 2.59 -> 2.24 (measured on 2,000 CIFAR-10 images, batch 64)."""
+
+    def __init__(self, factor: float):
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * np.asarray(self.factor, dtype=x.dtype)
+
+    def backward(self, grad_out):
+        return grad_out * np.asarray(self.factor, dtype=grad_out.dtype)
+
+    def __repr__(self):
+        return f"Scale({self.factor:g})"

@@ -19,23 +19,27 @@ from distnet.optim.optimizers import (
     RMSprop,
     make_optimizer,
 )
+from distnet.optim.decay import decay_mask, frozen_mask
+from distnet.optim.ema import WeightEMA, evaluation_weights
 from distnet.optim.schedules import (
     SCHEDULE_NAMES,
     Constant,
     Cosine,
+    OneCycle,
     Schedule,
     StepLR,
     Warmup,
     constant,
     cosine,
     make_schedule,
+    one_cycle,
     step_lr,
     warmup,
 )
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "make_optimizer", "OPTIMIZER_NAMES",
-    "OptimizerError",
-    "Schedule", "Constant", "StepLR", "Cosine", "Warmup", "constant", "step_lr", "cosine",
+    "OptimizerError", "decay_mask", "frozen_mask", "WeightEMA", "evaluation_weights",
+    "Schedule", "Constant", "StepLR", "Cosine", "Warmup", "OneCycle", "one_cycle", "constant", "step_lr", "cosine",
     "warmup", "make_schedule", "SCHEDULE_NAMES",
 ]

@@ -171,10 +171,12 @@ class Optimizer:
     """Base class: segments, flat state, ``step``/``zero_grad``/``state_dict``.
 
     Subclasses validate their hyper-parameters, call ``_allocate(buffer_names, scratch)``
-    and implement ``_update(p, g, state, scratch)``, which updates one segment in place:
+    and implement ``_update(p, g, state, scratch, decay)``, which updates one segment in place:
     ``p``/``g`` are the segment's parameter and gradient arrays, ``state`` maps each buffer
     name to the matching view of the flat state, and ``scratch`` holds reusable work arrays
-    of the same shape (so a step allocates nothing).  ``self.step_count`` is the number of
+    of the same shape (so a step allocates nothing), ``decay`` is the weight decay: the
+    scalar, or the segment's view of the per-element coefficients when a
+    ``weight_decay_mask`` was given.  ``self.step_count`` is the number of
     steps completed *before* the current one.
 
     The optimizer binds to the parameters' arrays when it is built: update them in place
@@ -189,7 +191,31 @@ class Optimizer:
         self.numel = sum(p.data.size for p in self.params)
         self._segments = _build_segments(self.params)
         self._state: dict[str, np.ndarray] = {}
-        self._bound: list[tuple[_Segment, dict, list]] = []
+        self._bound: list[tuple[_Segment, dict, list, object]] = []
+        self.weight_decay = 0.0
+        self._decay = None  # per-element decay coefficients when a mask is given
+        self._keep = None  # 0/1 per element after freeze(): 0 = never updated
+        self._work: list[np.ndarray] = []
+
+    def _set_weight_decay(self, weight_decay, mask) -> None:
+        """Validate ``weight_decay`` and the optional ``weight_decay_mask``: a vector over
+        the flat parameter order (``parameters()``, as ``optim.decay_mask`` builds it) of
+        non-negative per-element factors, 0 to leave an element undecayed.  Without a mask
+        the scalar path is kept, so results stay bit-identical to before masks existed."""
+        self.weight_decay = _number("weight_decay", weight_decay, lo=0.0)
+        if mask is None:
+            self._decay = None
+            return
+        mask = np.asarray(mask)
+        if mask.shape != (self.numel,):
+            raise OptimizerError(f"weight_decay_mask has shape {mask.shape}, expected ({self.numel},) "
+                                 f"for {self.numel} parameters")
+        if not np.issubdtype(mask.dtype, np.number) and mask.dtype != bool:
+            raise OptimizerError(f"weight_decay_mask must be numeric, got dtype {mask.dtype}")
+        mask = mask.astype(np.float64)
+        if not np.isfinite(mask).all() or (mask < 0).any():
+            raise OptimizerError("weight_decay_mask must hold finite values >= 0")
+        self._decay = (self.weight_decay * mask).astype(self.dtype)
 
     @property
     def lr(self) -> float:
@@ -209,21 +235,49 @@ class Optimizer:
         """Allocate flat zeroed state buffers and scratch space, and bind per-segment views
         once (``load_state_dict`` copies into the same arrays, so the views stay valid)."""
         self._state = {name: np.zeros(self.numel, dtype=self.dtype) for name in names}
-        work = [np.empty(self.numel, dtype=self.dtype) for _ in range(scratch)]
+        self._work = [np.empty(self.numel, dtype=self.dtype) for _ in range(scratch)]
+        self._bind()
 
+    def _bind(self) -> None:
         def view(flat, seg):
             return flat[seg.start:seg.stop].reshape(seg.data.shape)
 
         self._bound = [(seg, {k: view(v, seg) for k, v in self._state.items()},
-                        [view(w, seg) for w in work]) for seg in self._segments]
+                        [view(w, seg) for w in self._work],
+                        self.weight_decay if self._decay is None else view(self._decay, seg),
+                        None if self._keep is None else (view(self._keep, seg), view(self._masked_grad, seg)))
+                       for seg in self._segments]
+
+    def freeze(self, mask) -> None:
+        """Never update the elements where ``mask`` (a vector over the flat parameter order,
+        as ``optim.frozen_mask`` builds it) is true: they step as if their gradient were 0
+        and get no weight decay, so they keep their value bit for bit (every optimizer here
+        moves a parameter only through its gradient and its decay, and state started at 0
+        stays 0).  Used to train BatchNorm without its scale (fixed at 1).  The caller's
+        gradient buffer is not written: the masked gradient goes to a buffer of our own
+        (one multiply over the flat buffer per step)."""
+        mask = np.asarray(mask)
+        if mask.shape != (self.numel,):
+            raise OptimizerError(f"freeze mask has shape {mask.shape}, expected ({self.numel},) "
+                                 f"for {self.numel} parameters")
+        keep = np.where(mask.astype(bool), 0, 1).astype(self.dtype)
+        if self.weight_decay != 0:
+            base = self._decay if self._decay is not None else np.full(self.numel, self.weight_decay, self.dtype)
+            self._decay = base * keep
+        self._keep = keep
+        self._masked_grad = np.empty(self.numel, dtype=self.dtype)
+        self._bind()
 
     def step(self) -> None:
         """Apply one update to every parameter using its current ``.grad``."""
-        for seg, state, scratch in self._bound:
-            self._update(seg.data, seg.grad, state, scratch)
+        for seg, state, scratch, decay, masked in self._bound:
+            g = seg.grad
+            if masked is not None:
+                g = np.multiply(g, masked[0], out=masked[1])
+            self._update(seg.data, g, state, scratch, decay)
         self.step_count += 1
 
-    def _update(self, p, g, state, scratch) -> None:  # pragma: no cover - abstract
+    def _update(self, p, g, state, scratch, decay) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def zero_grad(self) -> None:
@@ -316,11 +370,11 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, dampening: float = 0.0):
+                 weight_decay: float = 0.0, dampening: float = 0.0, weight_decay_mask=None):
         super().__init__(params, lr)
         self.momentum = _number("momentum", momentum, lo=0.0)
         self.dampening = _number("dampening", dampening, lo=0.0, hi=1.0)
-        self.weight_decay = _number("weight_decay", weight_decay, lo=0.0)
+        self._set_weight_decay(weight_decay, weight_decay_mask)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise OptimizerError("nesterov requires momentum > 0 and dampening = 0 "
@@ -329,10 +383,10 @@ class SGD(Optimizer):
         scratch = 2 if self.weight_decay != 0 else 1  # scratch[0] holds d = g + wd * p
         self._allocate(names, scratch)
 
-    def _update(self, p, g, state, scratch):
+    def _update(self, p, g, state, scratch, decay):
         d = g
         if self.weight_decay != 0:
-            d = np.multiply(p, self.weight_decay, out=scratch[0])
+            d = np.multiply(p, decay, out=scratch[0])
             d += g
         if self.momentum != 0:
             buf = state["momentum_buffer"]
@@ -365,21 +419,22 @@ class RMSprop(Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0, centered: bool = False):
+                 momentum: float = 0.0, weight_decay: float = 0.0, centered: bool = False,
+                 weight_decay_mask=None):
         super().__init__(params, lr)
         self.alpha = _number("alpha", alpha, lo=0.0, hi=1.0, hi_open=True)
         self.eps = _number("eps", eps, lo=0.0)
         self.momentum = _number("momentum", momentum, lo=0.0)
-        self.weight_decay = _number("weight_decay", weight_decay, lo=0.0)
+        self._set_weight_decay(weight_decay, weight_decay_mask)
         self.centered = bool(centered)
         names = ("square_avg",) + (("grad_avg",) if self.centered else ()) \
             + (("momentum_buffer",) if self.momentum > 0 else ())
         self._allocate(names, scratch=2)
 
-    def _update(self, p, g, state, scratch):
+    def _update(self, p, g, state, scratch, decay):
         d = g
         if self.weight_decay != 0:
-            d = np.multiply(p, self.weight_decay, out=scratch[0])
+            d = np.multiply(p, decay, out=scratch[0])
             d += g
         v, avg = state["square_avg"], scratch[1]
         v *= self.alpha
@@ -420,7 +475,7 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+                 weight_decay: float = 0.0, weight_decay_mask=None):
         super().__init__(params, lr)
         try:
             beta1, beta2 = betas
@@ -429,18 +484,21 @@ class Adam(Optimizer):
         self.betas = (_number("betas[0]", beta1, lo=0.0, hi=1.0, hi_open=True),
                       _number("betas[1]", beta2, lo=0.0, hi=1.0, hi_open=True))
         self.eps = _number("eps", eps, lo=0.0)
-        self.weight_decay = _number("weight_decay", weight_decay, lo=0.0)
+        self._set_weight_decay(weight_decay, weight_decay_mask)
         self._allocate(("exp_avg", "exp_avg_sq"), scratch=2)
 
-    def _update(self, p, g, state, scratch):
+    def _update(self, p, g, state, scratch, decay):
         beta1, beta2 = self.betas
         t = self.step_count + 1
         d = g
         if self.weight_decay != 0:
             if self.decoupled:
-                p *= 1.0 - self.lr * self.weight_decay
+                if self._decay is None:
+                    p *= 1.0 - self.lr * self.weight_decay
+                else:  # p * (1 - lr * wd_i), element by element
+                    p -= np.multiply(np.multiply(p, decay, out=scratch[0]), self.lr, out=scratch[0])
             else:
-                d = np.multiply(p, self.weight_decay, out=scratch[0])
+                d = np.multiply(p, decay, out=scratch[0])
                 d += g
         m, v, work = state["exp_avg"], state["exp_avg_sq"], scratch[1]
         _lerp_(m, d, 1.0 - beta1, tmp=work)
@@ -464,8 +522,9 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                 weight_decay: float = 0.01, weight_decay_mask=None):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         weight_decay_mask=weight_decay_mask)
 
 
 # --------------------------------------------------------------------------- factory
@@ -474,25 +533,45 @@ OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
-                   weight_decay: float = 0.0) -> Optimizer:
+                   weight_decay: float = 0.0, decay_exclude=None, freeze=None) -> Optimizer:
     """Build an optimizer by name (e.g. from a command-line flag).
 
     ``sgd`` is plain SGD, ``momentum`` SGD with ``momentum``, ``nesterov`` SGD with Nesterov
     ``momentum``; ``momentum`` is ignored by the others (``rmsprop``, ``adam``, ``adamw``
     use their PyTorch defaults).  ``weight_decay`` is passed to all of them (L2 for SGD,
-    RMSprop and Adam, decoupled for AdamW).
+    RMSprop and Adam, decoupled for AdamW).  ``decay_exclude`` ("bn", "bias", "bn-bias" or
+    None/"none") leaves those parameters of the model ``params`` out of the decay (see
+    ``optim.decay``); ``freeze`` ("bn-scale" or None) keeps those parameters at their
+    initial values (``Optimizer.freeze``).
     """
+    opt = _make(name, params, lr, momentum, weight_decay, decay_exclude)
+    if freeze is not None and str(freeze).lower() != "none":
+        from distnet.optim.decay import frozen_mask
+        mask = frozen_mask(params, freeze)
+        if not mask.any():
+            raise OptimizerError(f"nothing to freeze: the model has no {freeze} parameters")
+        opt.freeze(mask)
+    return opt
+
+
+def _make(name, params, lr, momentum, weight_decay, decay_exclude) -> Optimizer:
     key = str(name).lower()
+    mask = None
+    if decay_exclude is not None:
+        from distnet.optim.decay import decay_mask, parse_exclude
+        if parse_exclude(decay_exclude):
+            mask = decay_mask(params, decay_exclude)
+    kw = {} if mask is None else {"weight_decay_mask": mask}
     if key == "sgd":
-        return SGD(params, lr, weight_decay=weight_decay)
+        return SGD(params, lr, weight_decay=weight_decay, **kw)
     if key == "momentum":
-        return SGD(params, lr, momentum=momentum, weight_decay=weight_decay)
+        return SGD(params, lr, momentum=momentum, weight_decay=weight_decay, **kw)
     if key == "nesterov":
-        return SGD(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        return SGD(params, lr, momentum=momentum, nesterov=True, weight_decay=weight_decay, **kw)
     if key == "rmsprop":
-        return RMSprop(params, lr, weight_decay=weight_decay)
+        return RMSprop(params, lr, weight_decay=weight_decay, **kw)
     if key == "adam":
-        return Adam(params, lr, weight_decay=weight_decay)
+        return Adam(params, lr, weight_decay=weight_decay, **kw)
     if key == "adamw":
-        return AdamW(params, lr, weight_decay=weight_decay)
+        return AdamW(params, lr, weight_decay=weight_decay, **kw)
     raise OptimizerError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZER_NAMES)}")

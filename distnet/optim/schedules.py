@@ -18,8 +18,8 @@ import operator
 
 from distnet.optim.optimizers import OptimizerError, _number
 
-__all__ = ["Schedule", "Constant", "StepLR", "Cosine", "Warmup", "constant", "step_lr",
-           "cosine", "warmup", "make_schedule", "SCHEDULE_NAMES"]
+__all__ = ["Schedule", "Constant", "StepLR", "Cosine", "Warmup", "OneCycle", "constant", "step_lr",
+           "cosine", "warmup", "one_cycle", "make_schedule", "SCHEDULE_NAMES"]
 
 
 def _count(name: str, value, lo: int = 0) -> int:
@@ -116,6 +116,53 @@ class Warmup(Schedule):
         return lr * factor
 
 
+class OneCycle(Schedule):
+    """Smith's one-cycle policy: rise from ``max_lr / div_factor`` at step 0 to ``max_lr`` at
+    step ``rise_steps``, then fall to ``max_lr / (div_factor * final_div_factor)`` at
+    ``total_steps`` (held there after), each phase annealed by ``anneal``::
+
+        cos:    end + (start - end) * (1 + cos(pi * t)) / 2      t in [0, 1] through the phase
+        linear: start + (end - start) * t
+
+    The defaults (div_factor 25, final_div_factor 1e4, cosine) are those of
+    ``torch.optim.lr_scheduler.OneCycleLR``, which places the peak at step
+    ``pct_start * total_steps - 1`` and the minimum at ``total_steps - 1``; here the phases
+    end at ``rise_steps`` and ``total_steps``, like Cosine, and ``rise_steps`` of 0 or 1
+    work (PyTorch divides by zero for a one-step rise).  Why one-cycle: the fast CIFAR-10
+    recipes train at a high peak rate for few epochs; the low start does the warm-up.
+    """
+
+    ANNEALS = ("cos", "linear")
+
+    def __init__(self, max_lr: float, total_steps: int, rise_steps: int, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, anneal: str = "cos"):
+        self.max_lr = _number("max_lr", max_lr, lo=0.0)
+        self.total_steps = _count("total_steps", total_steps, lo=1)
+        self.rise_steps = _count("rise_steps", rise_steps)
+        if self.rise_steps > self.total_steps:
+            raise OptimizerError(f"invalid rise_steps: {rise_steps} (must be <= total_steps {total_steps})")
+        self.div_factor = _number("div_factor", div_factor, lo=1.0)
+        self.final_div_factor = _number("final_div_factor", final_div_factor, lo=1.0)
+        if anneal not in self.ANNEALS:
+            raise OptimizerError(f"invalid anneal: {anneal!r} (must be one of {', '.join(self.ANNEALS)})")
+        self.anneal = anneal
+
+    def _between(self, start: float, end: float, t: float) -> float:
+        if self.anneal == "linear":
+            return start + (end - start) * t
+        return end + (start - end) * (1.0 + math.cos(math.pi * t)) / 2.0
+
+    def lr_at(self, step: int) -> float:
+        initial = self.max_lr / self.div_factor
+        final = initial / self.final_div_factor
+        if step < self.rise_steps:
+            return self._between(initial, self.max_lr, step / self.rise_steps)
+        fall = self.total_steps - self.rise_steps
+        if fall == 0:
+            return self.max_lr
+        return self._between(self.max_lr, final, min(step - self.rise_steps, fall) / fall)
+
+
 def constant(base_lr: float) -> Constant:
     """The same lr at every step."""
     return Constant(base_lr)
@@ -136,7 +183,12 @@ def warmup(schedule, warmup_steps: int, start_factor: float = 0.1) -> Warmup:
     return Warmup(schedule, warmup_steps, start_factor)
 
 
-SCHEDULE_NAMES = ("constant", "step", "cosine")
+def one_cycle(max_lr: float, total_steps: int, rise_steps: int, **kw) -> OneCycle:
+    """One-cycle: up to ``max_lr`` over ``rise_steps``, then down until ``total_steps``."""
+    return OneCycle(max_lr, total_steps, rise_steps, **kw)
+
+
+SCHEDULE_NAMES = ("constant", "step", "cosine", "onecycle")
 
 
 def make_schedule(name: str, base_lr: float, total_steps: int, warmup_steps: int = 0,
@@ -147,10 +199,14 @@ def make_schedule(name: str, base_lr: float, total_steps: int, warmup_steps: int
     ``total_steps`` is the length of the whole run (warm-up included).  ``step`` decays by
     ``gamma`` every ``step_size`` steps (default: a third of the run, so two decays);
     ``cosine`` decays to ``min_lr`` at ``total_steps``.  ``warmup_steps > 0`` adds a linear
-    warm-up from ``start_factor * base_lr``.
+    warm-up from ``start_factor * base_lr``.  ``onecycle`` (OneCycle, cosine annealing)
+    peaks at ``base_lr`` after ``warmup_steps`` (at most ``total_steps``): its rise is the
+    warm-up, so no second one is added.
     """
     key = str(name).lower()
     total_steps = _count("total_steps", total_steps, lo=1)
+    if key == "onecycle":
+        return OneCycle(base_lr, total_steps, min(_count("warmup_steps", warmup_steps), total_steps))
     if key == "constant":
         schedule: Schedule = Constant(base_lr)
     elif key == "step":
