@@ -72,13 +72,14 @@ def record_steps(trainer, steps, start_params=None):
 
     With ``start_params`` (a list), step k starts from ``start_params[k]``."""
     records = []
-    original_step = trainer.optimizer.step
+    inner = trainer.optimizer.optimizer  # the optimizer the DistributedOptimizer wraps: it sees synced gradients
+    original_step = inner.step
 
     def step_and_record():
         records[-1][1] = trainer.model.flat_grads.copy()
         original_step()
 
-    trainer.optimizer.step = step_and_record
+    inner.step = step_and_record
     for k in range(steps):
         if start_params is not None:
             trainer.model.flat_params[...] = start_params[k]
