@@ -63,7 +63,8 @@ class ProgressBar:
                                        dynamic_ncols=True, leave=True, smoothing=0.1)
         if self._bar is not None:
             self._bar.set_description_str(self._epochs(epoch), refresh=False)
-            self._bar.set_postfix_str(f"loss {loss:.4f} acc {accuracy * 100:5.2f}% {images_per_sec:,.0f} img/s",
+            acc = "" if accuracy is None else f" acc {accuracy * 100:5.2f}%"  # None: regression
+            self._bar.set_postfix_str(f"loss {loss:.4f}{acc} {images_per_sec:,.0f} img/s",
                                       refresh=False)
             self._bar.update(step - self._bar.n)
             return
@@ -75,7 +76,8 @@ class ProgressBar:
         elapsed = time.monotonic() - t0
         done = step - s0
         eta = _clock(elapsed / done * (self.total - step)) if done > 0 else "--:--"  # no rate yet
-        print(f"{self._epochs(epoch)} step {step}/{self.total} loss {loss:.4f} acc {accuracy * 100:.2f}% "
+        acc = "" if accuracy is None else f" acc {accuracy * 100:.2f}%"  # None: regression
+        print(f"{self._epochs(epoch)} step {step}/{self.total} loss {loss:.4f}{acc} "
               f"{images_per_sec:,.0f} img/s eta {eta}", file=sys.stdout, flush=True)
 
     def message(self, text: str) -> None:

@@ -249,8 +249,8 @@ class Trainer:
                           images_per_sec=last["images_per_sec"])
                 window[:], window_time = 0, 0.0
             shown = self._window_figures(window, window_time) if window[2] else last
-            coord.progress.update(self.step, coord.epoch_of(self.step), shown["loss"], shown["accuracy"],
-                                  shown["images_per_sec"])
+            coord.progress.update(self.step, coord.epoch_of(self.step), shown["loss"],
+                                  shown["accuracy"] if self.classify else None, shown["images_per_sec"])
             if self.test_set is not None and coord.should_evaluate(self.step) and not stopping:
                 final_eval = self._evaluate_and_log()
             if coord.should_checkpoint(self.step) or stopping:

@@ -80,3 +80,20 @@ def test_cifar10_mlp_shortened(tmp_path):
 def test_mnist_examples_shortened(name):
     out = alone_and_mpi(name, "--max-steps", "8", "--limit", "512")
     assert out.splitlines()[-1].startswith("test accuracy") and "after 8 steps" in out
+
+
+def test_the_readme_program_runs_as_printed(tmp_path):
+    """The library section's opening program, pasted as it stands, alone and under mpirun."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## The library"):]
+    program = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    script = tmp_path / "fit_function.py"
+    script.write_text(program)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OPENBLAS_NUM_THREADS="1")
+    outs = []
+    for cmd in ([sys.executable, str(script)], [mpirun(), "-n", "2", sys.executable, str(script)]):
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    mse = [float(out.split("test MSE")[1].split()[0]) for out in outs]
+    assert mse[0] < 1e-3 and mse[1] == pytest.approx(mse[0], rel=1e-4)
