@@ -318,3 +318,22 @@ def test_load_npz_normalises_by_training_statistics(tmp_path):
     xb, _ = train.batch(np.arange(20))
     assert abs(xb.mean()) < 1e-5 and xb.std() == pytest.approx(1.0, rel=1e-5)
     assert test.mean == train.mean and test.std == train.std
+
+
+def test_the_runnable_modules_stay_callable_as_the_api_functions():
+    """Contract C: importing the submodule distnet.evaluate (the command) rebinds the package
+    attribute; the module still works as the function."""
+    import importlib
+
+    from distnet.evaluation import evaluate as api_evaluate, predict as api_predict
+
+    x, y = blobs(30)
+    data = ArrayDataset(x, y)
+    model = mlp(np.random.default_rng(0))
+    expected = api_evaluate(model, data, loss="cross-entropy")
+    evaluate_module = importlib.import_module("distnet.evaluate")
+    predict_module = importlib.import_module("distnet.predict")
+    assert distnet.evaluate is evaluate_module
+    assert distnet.evaluate(model, data, loss="cross-entropy") == expected
+    np.testing.assert_array_equal(distnet.predict(model, x), predict_module(model, x))
+    np.testing.assert_array_equal(distnet.predict(model, x), api_predict(model, x))
