@@ -4,8 +4,10 @@ values, and paths with ``~``. Each ends in one line ``distnet: error: <file>: ..
 through the CLI, UserError through the API) with memory near the legitimate size."""
 
 import gzip
+import io
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -15,9 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from PIL import EpsImagePlugin, Image
+
 from conftest import REPO
-from distnet.data import idx
+from distnet.data import imagefolder
 from distnet.data.idx import read_idx
+from distnet.data.imagefolder import load_image_folder
 from distnet.errors import UserError
 
 EMBEDDED = REPO / "distnet" / "data" / "embedded"
@@ -138,3 +143,88 @@ def test_idx_gzip_bomb_through_the_cli_under_an_address_space_limit(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"distnet: error: {bomb}: trailing garbage"), lines
+
+
+# --------------------------------------------------------------------------- images
+
+
+EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 8 6
+%%EndComments
+0 setgray 0 0 8 6 rectfill
+showpage
+%%EOF
+"""
+
+
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _gray_png(width, height, idat=None):
+    """A valid 8-bit grayscale PNG of zeros built by hand (or with the given IDAT bytes)."""
+    if idat is None:
+        comp = zlib.compressobj(9)
+        row = bytes(1 + width)  # filter byte 0, then the pixels
+        idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _folder(tmp_path, files):
+    root = tmp_path / "imgs"
+    for rel, data in files.items():
+        p = root / "train" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def test_hand_built_png_is_valid():
+    with Image.open(io.BytesIO(_gray_png(7, 3))) as im:
+        assert im.format == "PNG" and im.size == (7, 3) and np.asarray(im).shape == (3, 7)
+
+
+def test_eps_named_png_never_reaches_ghostscript(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a) or Image.new("L", (8, 6)).im)
+    root = _folder(tmp_path, {"a/0.png": _gray_png(8, 6), "a/1.png": EPS})
+    # The fixture is what the issue describes: by content, Pillow takes it for EPS and would
+    # hand it to Ghostscript on load.
+    with Image.open(root / "train" / "a" / "1.png") as im:
+        assert im.format == "EPS"
+        im.load()
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(UserError) as info:
+        load_image_folder(root, "train", cache_dir=False)
+    message = str(info.value)
+    assert message.startswith(f"{root / 'train' / 'a' / '1.png'}: cannot decode image: not a PNG or JPEG")
+    assert calls == [] and "\n" not in message
+
+
+def test_huge_png_is_refused_from_its_header_before_decoding(tmp_path):
+    big = _gray_png(9400, 9400)  # ~90 KB on disk, 88 MB decoded
+    assert len(big) < 200_000
+    root = _folder(tmp_path, {"a/big.png": big})
+    result, peak = _peak_bytes(load_image_folder, root, "train", cache_dir=False)
+    assert isinstance(result, UserError), result
+    assert str(result) == (f"{root / 'train' / 'a' / 'big.png'}: image is 9400x9400, outside the 1 to 4096"
+                           " pixels per side this reader decodes")
+    assert peak < 4 << 20, peak
+
+
+def test_size_limit_boundary_and_mismatch_checked_before_decoding(tmp_path, monkeypatch):
+    root = _folder(tmp_path, {"a/0.png": _gray_png(4096, 1), "a/1.png": _gray_png(4096, 1)})
+    images, _, _ = load_image_folder(root, "train", cache_dir=False)
+    assert images.shape == (2, 1, 1, 4096)
+    (root / "train" / "a" / "2.png").write_bytes(_gray_png(4097, 1))
+    with pytest.raises(UserError, match="2.png: image is 4097x1, outside"):
+        load_image_folder(root, "train", cache_dir=False)
+    # A second image of another size whose data is garbage: refused by size, never decoded.
+    (root / "train" / "a" / "2.png").write_bytes(_gray_png(5, 1, idat=b"garbage"))
+    with pytest.raises(UserError, match=r"2.png: image is 5x1 but .*0.png and the others before it are 4096x1"):
+        load_image_folder(root, "train", cache_dir=False)
+    monkeypatch.setattr(imagefolder, "MAX_IMAGE_SIDE", 4095)
+    with pytest.raises(UserError, match="0.png: image is 4096x1, outside the 1 to 4095"):
+        load_image_folder(root, "train", cache_dir=False)
