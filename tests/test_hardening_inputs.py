@@ -228,3 +228,62 @@ def test_size_limit_boundary_and_mismatch_checked_before_decoding(tmp_path, monk
     monkeypatch.setattr(imagefolder, "MAX_IMAGE_SIDE", 4095)
     with pytest.raises(UserError, match="0.png: image is 4096x1, outside the 1 to 4095"):
         load_image_folder(root, "train", cache_dir=False)
+
+
+# --------------------------------------------------------------------------- configuration
+
+from conftest import run_train  # noqa: E402
+from distnet.config import parse_config  # noqa: E402
+
+BASE = ["--dataset", "synthetic", "--model", "mlp"]
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--lr", "inf"), ("--lr", "nan"), ("--lr", "-inf"), ("--lr", "0"),
+    ("--weight-decay", "nan"), ("--weight-decay", "inf"), ("--weight-decay", "-0.1"),
+    ("--momentum", "nan"), ("--momentum", "inf"), ("--momentum", "1"),
+    ("--bucket-mb", "nan"), ("--bucket-mb", "-1"), ("--bucket-mb", "0"), ("--bucket-mb", "inf"),
+    ("--timeout", "inf"), ("--timeout", "nan"), ("--timeout", "0"),
+])
+def test_non_finite_and_negative_numbers_are_refused(flag, value):
+    with pytest.raises(UserError) as info:
+        parse_config(BASE + [f"{flag}={value}"])
+    message = str(info.value)
+    assert message.startswith(f"{flag}: must be") and value in message.lower()
+
+
+def test_finite_values_at_the_edges_are_accepted():
+    cfg = parse_config(BASE + ["--lr", "1e-12", "--weight-decay", "0", "--bucket-mb", "0.001", "--timeout", "0.5"])
+    assert (cfg.lr, cfg.weight_decay, cfg.bucket_mb, cfg.timeout) == (1e-12, 0.0, 0.001, 0.5)
+
+
+def test_non_finite_values_from_toml_are_refused(tmp_path):
+    (tmp_path / "c.toml").write_text("lr = inf\n")
+    with pytest.raises(UserError, match="--lr: must be a finite number > 0, got inf"):
+        parse_config(BASE + ["--config", str(tmp_path / "c.toml")])
+    (tmp_path / "c.toml").write_text("bucket-mb = nan\n")
+    with pytest.raises(UserError, match="--bucket-mb: must be"):
+        parse_config(BASE + ["--config", str(tmp_path / "c.toml")])
+
+
+@pytest.mark.parametrize("args", [["--lr", "inf"], ["--bucket-mb", "nan"], ["--weight-decay", "nan"]])
+def test_non_finite_numbers_through_the_cli_are_one_line_and_exit_2(args):
+    r = run_train(*BASE, "--no-progress", "--max-steps", "1", *args, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"distnet: error: {args[0]}: must be"), lines
+
+
+def test_tilde_is_expanded_in_every_path_option(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "ck").mkdir(parents=True)
+    (home / "run.toml").write_text('metrics = "~/m.jsonl"\n')
+    monkeypatch.setenv("HOME", str(home))
+    cfg = parse_config(BASE + ["--config", "~/run.toml", "--data-dir", "~/data", "--checkpoint-dir", "~/ck",
+                               "--resume", "~/ck/x.npz"])
+    assert (cfg.data_dir, cfg.checkpoint_dir, cfg.resume, cfg.metrics) == (
+        str(home / "data"), str(home / "ck"), str(home / "ck" / "x.npz"), str(home / "m.jsonl"))
+    assert parse_config(BASE + ["--checkpoint-dir", "~/ck", "--resume"]).resume == "latest"
+    (home / "file").write_text("")
+    with pytest.raises(UserError, match=f"--checkpoint-dir: {home / 'file'} exists and is not a directory"):
+        parse_config(BASE + ["--checkpoint-dir", "~/file"])
