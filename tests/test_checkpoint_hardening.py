@@ -277,3 +277,25 @@ def test_format_1_file_still_reads(tmp_path):
     _savez(tmp_path / "old.npz", arrays)
     got = ck.load(tmp_path / "old.npz")
     assert got.buffers.size == 0 and got.meta == {} and got.step == 7
+
+
+@pytest.mark.parametrize("kind", ["huge-shape", "deflate-bomb", "vector-version"])
+def test_hostile_checkpoint_through_resume_is_one_line_and_exit_2(tmp_path, kind):
+    from conftest import run_train
+
+    members = _members_of(make())
+    path = tmp_path / "evil.npz"
+    if kind == "huge-shape":
+        members["params.npy"] = _npy_header("<f4", (10_000_000_000,))
+        _zip(path, members)
+    elif kind == "deflate-bomb":
+        n = 160 << 20
+        _zip_with_raw_deflate_member(path, members, "params.npy", _npy_header("<f4", (n,)), 4 * n)
+    else:
+        members["format_version.npy"] = _npy(np.array([2, 2]))
+        _zip(path, members)
+    r = run_train("--dataset", "synthetic", "--model", "mlp", "--no-progress", "--max-steps", "1",
+                  "--resume", path, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"distnet: error: {path}: not a valid distnet checkpoint"), lines

@@ -287,3 +287,15 @@ def test_tilde_is_expanded_in_every_path_option(tmp_path, monkeypatch):
     (home / "file").write_text("")
     with pytest.raises(UserError, match=f"--checkpoint-dir: {home / 'file'} exists and is not a directory"):
         parse_config(BASE + ["--checkpoint-dir", "~/file"])
+
+
+def test_eps_in_a_cifar_image_folder_through_the_cli(tmp_path):
+    folder = tmp_path / "data" / "train" / "airplane"
+    folder.mkdir(parents=True)
+    (folder / "0000.png").write_bytes(EPS)
+    r = run_train("--dataset", "cifar10", "--data-dir", tmp_path / "data", "--no-download", "--model", "cifar-cnn",
+                  "--max-steps", "1", "--no-progress", env={"XDG_CACHE_HOME": str(tmp_path / "cache")}, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"distnet: error: {folder / '0000.png'}: cannot decode image: not a PNG or JPEG file"
+                     " (whatever its name says)"]
