@@ -303,7 +303,7 @@ def test_the_stand_ins_are_what_numpy_names_resolve_to():
     assert not any(getattr(v, "__module__", "").startswith("numpy") for v in cifar._ALLOWED_GLOBALS.values())
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore")  # numpy warns about the odd arguments it is handed
 def test_an_allowlist_of_all_of_multiarray_would_fail_these_tests(monkeypatch):
     """The refusals above are what guards: admit the whole of numpy._core.multiarray (the
     planted bug of issue 12) and the assertions no longer hold."""

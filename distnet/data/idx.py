@@ -114,14 +114,12 @@ def _read_stream(f, name: str, ndim: int | None, gzipped: bool, file_size: int) 
     if need > _MAX_IDX_BYTES:
         raise UserError(f"{name}: header says {_describe(dims)} ({need} bytes), more than the"
                         f" {_MAX_IDX_BYTES} bytes this reader accepts; the header is corrupt")
-    if not gzipped and file_size - header_len < need:  # known without reading a byte
+    if not gzipped and file_size - header_len != need:  # known from the size, without reading
         raise _size_problem(name, dims, file_size - header_len, where)
     body = _read_up_to(f, need + 1)
-    if len(body) > need:
-        if gzipped:  # how much more would mean decompressing all of it: say only that there is more
-            raise UserError(f"{name}: trailing garbage: header says {_describe(dims)} ({need} bytes)"
-                            f" but the file holds more data{where}")
-        raise _size_problem(name, dims, file_size - header_len, where)
+    if len(body) > need:  # only gzip gets here; how much more would mean inflating it all
+        raise UserError(f"{name}: trailing garbage: header says {_describe(dims)} ({need} bytes)"
+                        f" but the file holds more data{where}")
     if len(body) < need:
         raise _size_problem(name, dims, len(body), where)
     arr = np.frombuffer(body, dtype=np.uint8).reshape(dims)
