@@ -169,7 +169,6 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         count = _member_count(raw)
         if count is not None and count > _MAX_MEMBERS:
             raise _Refused(f"{count} members, more than a checkpoint has ({_MAX_MEMBERS} at most)")
-        raw.seek(0)
         with zipfile.ZipFile(raw) as z:
             infos = z.infolist()
             if len(infos) > _MAX_MEMBERS:
@@ -182,7 +181,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                     raise _Refused(f"unexpected member {info.filename!r}")
                 if key in headers:
                     raise _Refused(f"member {info.filename!r} appears twice")
-                if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                if info.compress_type != zipfile.ZIP_STORED:
                     raise _Refused(f"member {key!r} is compressed; distnet checkpoints are stored uncompressed")
                 with z.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -199,8 +198,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             missing = _REQUIRED - headers.keys()
             if missing:
                 raise _Refused(f"missing {', '.join(sorted(missing))}")
-            params = headers.get("params")
-            params_size = params[1][0] if params is not None and len(params[1]) == 1 else None
+            params_shape = headers["params"][1]
+            params_size = params_shape[0] if len(params_shape) == 1 else None
             for key, (_, shape, dtype, fortran) in headers.items():
                 _check_header(key, shape, dtype, fortran, params_size)
             arrays = {}

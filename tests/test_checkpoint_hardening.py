@@ -276,7 +276,7 @@ def test_format_1_file_still_reads(tmp_path):
     arrays["checksum"] = np.array(ck._checksum(arrays))
     _savez(tmp_path / "old.npz", arrays)
     got = ck.load(tmp_path / "old.npz")
-    assert got.buffers.size == 0 and got.meta == {} and got.step == 7
+    assert got.buffers.size == 0 and got.buffers.dtype == np.float32 and got.meta == {} and got.step == 7
 
 
 @pytest.mark.parametrize("kind", ["huge-shape", "deflate-bomb", "vector-version"])
@@ -299,3 +299,58 @@ def test_hostile_checkpoint_through_resume_is_one_line_and_exit_2(tmp_path, kind
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"distnet: error: {path}: not a valid distnet checkpoint"), lines
+
+
+def _resave_with_checksum(path, arrays):
+    arrays = {k: v for k, v in arrays.items() if k != "checksum"}
+    arrays["checksum"] = np.array(ck._checksum(arrays))
+    _savez(path, arrays)
+
+
+def test_text_length_limit_is_inclusive(tmp_path, monkeypatch):
+    path = tmp_path / "c.npz"
+    ckpt = make()
+    ckpt.config = {"k": "x" * 100}  # longer than the 64-character checksum
+    ck.save(ckpt, path)
+    size = len(json.dumps(ckpt.config, sort_keys=True))
+    monkeypatch.setattr(ck, "_MAX_TEXT_CHARS", size)
+    assert ck.load(path).config == ckpt.config
+    monkeypatch.setattr(ck, "_MAX_TEXT_CHARS", size - 1)
+    assert f"'config' must be a single string of at most {size - 1} characters" in _refusal(path)
+
+
+def test_more_refusals_and_acceptances(tmp_path):
+    path = tmp_path / "c.npz"
+    members = _members_of(make())
+    _zip(path, {**members, "config.npy": _npy(np.array(b"{}"))})
+    assert "'config' must be a single string" in _refusal(path)
+    _zip(path, {**members, "seed.txt": _npy(np.array(3))})
+    assert "unexpected member 'seed.txt'" in _refusal(path)
+    # a .npy 2.0 header (numpy writes one for headers over 64 KiB) reads like 1.0
+    f = io.BytesIO()
+    np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False, "shape": (N,)})
+    _zip(path, {**members, "params.npy": f.getvalue() + make().params.tobytes()})
+    assert np.array_equal(ck.load(path).params, make().params)
+    # exactly the member cap is fine
+    extra = {f"optim/k{i}.npy": _npy(np.array(1.0)) for i in range(ck._MAX_MEMBERS - len(members))}
+    arrays = {k: v for k, v in ck._to_arrays(make()).items()}
+    arrays.update({k[:-4]: np.array(1.0) for k in extra})
+    _resave_with_checksum(path, arrays)
+    with zipfile.ZipFile(path) as z:
+        assert len(z.infolist()) == ck._MAX_MEMBERS
+    assert len(ck.load(path).optimizer) == 4 + len(extra)
+
+
+def test_format_2_needs_buffers_and_meta_and_valid_json(tmp_path):
+    path = tmp_path / "c.npz"
+    for drop in ("buffers", "meta"):
+        arrays = dict(ck._to_arrays(make()))
+        del arrays[drop]
+        _resave_with_checksum(path, arrays)
+        assert _refusal(path) == f"{path}: not a distnet checkpoint (missing buffers or meta)"
+    arrays = dict(ck._to_arrays(make()))
+    arrays["config"] = np.array("{not json")
+    _resave_with_checksum(path, arrays)
+    assert _refusal(path) == f"{path}: checkpoint configuration is not valid JSON"
+    path.write_bytes(b"not a zip at all" * 10)
+    assert "truncated or corrupt: File is not a zip file" in _refusal(path)

@@ -41,6 +41,10 @@ class Call:
         self.fn, self.args, self.state = fn, args, state
 
 
+class Py2Str(bytes):
+    """A Python 2 ``str``: written as BINSTRING, which ``encoding="bytes"`` reads back as bytes."""
+
+
 class NewObj:
     """``cls.__new__(cls, *args)`` (NEWOBJ): makes an instance without calling ``__init__``."""
 
@@ -68,6 +72,8 @@ def _dump(obj) -> bytes:
                 out.extend(b"\x8a" + bytes([n]) + o.to_bytes(n, "little", signed=True))
         elif isinstance(o, float):
             out.extend(b"G" + struct.pack(">d", o))
+        elif isinstance(o, Py2Str):
+            out.extend(b"T" + struct.pack("<i", len(o)) + o)
         elif isinstance(o, bytes):
             out.extend(b"B" + struct.pack("<I", len(o)) + o)
         elif isinstance(o, str):
@@ -191,6 +197,12 @@ CRAFTED = {
     "reconstruct-other-class": batch(Call(G(MA1, "_reconstruct"), (G("numpy", "dtype"), (0,), b"b"), (1, (1, 3072), dtype(), False, RAW[:3072])), [0]),
     "reconstruct-other-shape": batch(Call(G(MA1, "_reconstruct"), (G("numpy", "ndarray"), (5,), b"b"), (1, (1, 3072), dtype(), False, RAW[:3072])), [0]),
     "ndarray-called-directly": batch(Call(G("numpy", "ndarray"), ((N, 3072),)), [0] * N),
+    "zero-rows-one-label": batch(array((0, 3072), dtype(), b""), [0]),
+    "array-state-6-tuple": batch(Call(G(MA1, "_reconstruct"), (G("numpy", "ndarray"), (0,), b"b"), (1, (1, 3072), dtype(), False, RAW[:3072], None)), [0]),
+    "dtype-one-arg": batch(array((1, 3072), Call(G("numpy", "dtype"), ("u1",), U8_STATE), RAW[:3072]), [0]),
+    "dtype-copy-off": batch(array((1, 3072), dtype(copy=False), RAW[:3072]), [0]),
+    "dtype-without-state": batch(array((1, 3072), Call(G("numpy", "dtype"), ("u1", False, True)), RAW[:3072]), [0]),
+    "dtype-pipe-u1": batch(array((1, 3072), dtype("|u1"), RAW[:3072]), [0]),
     "rows-vs-labels": batch(array((N, 3072), dtype(), RAW), [0] * (N + 1)),
     "labels-2-to-the-70": batch(array((1, 3072), dtype(), RAW[:3072]), [2**70]),
     "label-negative": batch(array((1, 3072), dtype(), RAW[:3072]), [-1]),
@@ -229,8 +241,56 @@ def test_refusal_messages_say_what_is_wrong():
     assert "not plain uint8" in msg("u1-args-forged-fields-state")
     assert "holds 0 bytes instead of 30720000" in msg("empty-data-claiming-10000")
     assert "at most 60000" in msg("huge-shape-no-bytes")
+    assert "'data' is uint8 of shape (0, 3072)" in msg("zero-rows-one-label")
     assert "label 0 is 1180591620717411303424" in msg("labels-2-to-the-70")
-    assert "2 images but 3 labels" in msg("rows-vs-labels") or "N = the number of labels (3)" in msg("rows-vs-labels")
+    assert msg("rows-vs-labels") == "f: 2 images but 3 labels"
+    assert "arguments numpy never writes" in msg("reconstruct-other-class")
+    assert "arguments numpy never writes" in msg("reconstruct-other-shape")
+    assert "needs a 'data' array and a 'labels' list" in msg("no-labels")
+    assert "found a dict" in msg("labels-a-dict") and "found 0 entries" in msg("labels-empty")
+    assert "'data' is a str" in msg("data-a-str")
+    assert "unknown pickled state" in msg("array-state-6-tuple")
+    assert "Fortran" in msg("fortran")
+
+
+def test_python2_official_form_with_py2_strings_loads():
+    """As cPickle wrote the official batches: every str a py2 str (BINSTRING), raw pixels
+    included, so bytes >= 0x80 only survive encoding='bytes'."""
+    px = _pixels(2, seed=3)
+    arr = Call(G(MA1, "_reconstruct"), (G("numpy", "ndarray"), (0,), Py2Str(b"b")),
+               (1, (2, 3072), Call(G("numpy", "dtype"), (Py2Str(b"u1"), 0, 1), (3, Py2Str(b"|"), None, None, None, -1, -1, 0)),
+                False, Py2Str(px.tobytes())))
+    data = _dump({Py2Str(b"batch_label"): Py2Str(b"x"), Py2Str(b"labels"): [5, 6], Py2Str(b"data"): arr})
+    images, labels = cifar.parse_python_batch(data, "b")
+    assert np.array_equal(images.reshape(2, -1), px) and labels.tolist() == [5, 6]
+
+
+def test_str_keys_and_one_image_load():
+    px = _pixels(1, seed=4)
+    images, labels = cifar.parse_python_batch(_dump({"data": array((1, 3072), dtype(), px.tobytes()), "labels": [9]}), "b")
+    assert np.array_equal(images.reshape(1, -1), px) and labels.tolist() == [9]
+
+
+def test_protocol5_fortran_array_is_refused():
+    px = np.asfortranarray(_pixels(3, seed=2))
+    with pytest.raises(UserError, match="order other than C"):
+        cifar.parse_python_batch(pickle.dumps({b"data": px, b"labels": [0, 1, 2]}, protocol=5), "b")
+
+
+def test_image_count_limit_is_inclusive(monkeypatch):
+    monkeypatch.setattr(cifar, "_MAX_IMAGES", 3)
+    px = _pixels(4, seed=5)
+    for n in (3, 4):
+        as_array = batch(array((n, 3072), dtype(), px[:n].tobytes()), [1] * n)
+        as_bytes = batch(px[:n].tobytes(), [1] * n)
+        if n == 3:
+            assert cifar.parse_python_batch(as_array, "b")[0].shape == (3, 3, 32, 32)
+            assert cifar.parse_python_batch(as_bytes, "b")[0].shape == (3, 3, 32, 32)
+        else:
+            with pytest.raises(UserError, match="1 to 3 integers, found 4 entries"):
+                cifar.parse_python_batch(as_bytes, "b")
+            with pytest.raises(UserError, match="at most 3"):
+                cifar._array_from_record(cifar.restricted_loads(as_array, "b")[b"data"], 4, "b")
 
 
 def _crash_script(payload: bytes, permissive: bool) -> str:
@@ -409,7 +469,12 @@ def test_member_count_is_capped(tmp_path):
     tarball.write_bytes(_tar_bytes(members + [(f"{cifar.BIN_FOLDER}/test_batch.bin", good)]))
     with pytest.raises(UserError) as info:
         cifar.load_cifar10(tmp_path, "test")
-    assert str(info.value).startswith(f"{tarball}: more than {cifar._MAX_TAR_MEMBERS} members")
+    assert str(info.value) == (f"{tarball}: more than {cifar._MAX_TAR_MEMBERS} members before finding"
+                               " test_batch.bin; not an official CIFAR-10 archive")
+    # One over the cap, the wanted member last: refused too.
+    tarball.write_bytes(_tar_bytes(members[: cifar._MAX_TAR_MEMBERS] + [(f"{cifar.BIN_FOLDER}/test_batch.bin", good)]))
+    with pytest.raises(UserError, match="more than 1000 members"):
+        cifar.load_cifar10(tmp_path, "test")
     # Just under the cap still loads.
     tarball.write_bytes(_tar_bytes(members[: cifar._MAX_TAR_MEMBERS - 1] + [(f"{cifar.BIN_FOLDER}/test_batch.bin", good)]))
     assert cifar.load_cifar10(tmp_path, "test")[0].shape == (3, 3, 32, 32)
@@ -420,3 +485,16 @@ def test_oversized_batch_file_is_refused_before_reading(tmp_path, monkeypatch):
     (tmp_path / "test_batch").write_bytes(b"\0" * 1001)
     with pytest.raises(UserError, match="test_batch: 1001 bytes is implausibly large"):
         cifar.load_cifar10(tmp_path, "test")
+
+
+def test_member_size_limit_is_inclusive(tmp_path, monkeypatch):
+    good = _bin_batch()[0]
+    tarball = tmp_path / cifar.BIN_TARBALL
+    tarball.write_bytes(_tar_bytes([(f"{cifar.BIN_FOLDER}/test_batch.bin", good)]))
+    monkeypatch.setattr(cifar, "_MAX_MEMBER_BYTES", len(good))
+    assert cifar.load_cifar10(tmp_path, "test")[0].shape == (3, 3, 32, 32)
+    monkeypatch.setattr(cifar, "_MAX_MEMBER_BYTES", len(good) - 1)
+    with pytest.raises(UserError) as info:
+        cifar.load_cifar10(tmp_path, "test")
+    assert str(info.value) == (f"{tarball}: member {cifar.BIN_FOLDER}/test_batch.bin is implausibly large"
+                               f" ({len(good)} bytes)")

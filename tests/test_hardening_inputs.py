@@ -20,7 +20,7 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from conftest import REPO
-from distnet.data import imagefolder
+from distnet.data import idx, imagefolder
 from distnet.data.idx import read_idx
 from distnet.data.imagefolder import load_image_folder
 from distnet.errors import UserError
@@ -117,6 +117,40 @@ def test_idx_raw_file_with_a_huge_tail_is_not_read_whole(tmp_path):
     result, peak = _peak_bytes(read_idx, path, ndim=2)
     assert str(result).startswith(f"{path}: {200 << 20} bytes of trailing garbage: header says dimensions 10x5")
     assert peak < 2 << 20
+
+
+def test_idx_header_edge_cases(tmp_path, monkeypatch):
+    f = tmp_path / "f"
+    f.write_bytes(b"\x01\x00\x08\x03" + bytes(12))  # only the first magic byte is wrong
+    with pytest.raises(UserError, match="bad magic 0x01000803"):
+        read_idx(f, ndim=3)
+    f.write_bytes(_idx_header((1 << 24) + 1, 1, 1) + b"\0" * 10)  # big dims are 4 whole bytes
+    with pytest.raises(UserError) as info:
+        read_idx(f, ndim=3)
+    assert str(info.value) == (f"{f}: truncated: header says 16777217 images of 1x1 (16777217 bytes)"
+                               " but file holds 10 bytes of data")
+    f.write_bytes(_idx_header(1, 2, 65536) + bytes(range(256)) * 512)
+    arr = read_idx(f, ndim=3)
+    assert arr.shape == (1, 2, 65536) and arr[0, 1, 255] == 255
+    f.write_bytes(gzip.compress(_idx_header(5) + bytes(5)))
+    with pytest.raises(UserError, match="1 dimensions, expected 3"):
+        read_idx(f, ndim=3)
+    f.write_bytes(b"\x1f\x8b\x09" + bytes(40))
+    with pytest.raises(UserError, match="corrupt gzip data: Unknown compression method"):
+        read_idx(f)
+    with pytest.raises(UserError, match=f"{tmp_path}: cannot read: Is a directory"):
+        read_idx(tmp_path)
+    monkeypatch.setattr(idx, "_MAX_IDX_BYTES", 50)
+    f.write_bytes(_idx_header(5, 10) + bytes(50))  # exactly at the cap: read
+    assert read_idx(f).shape == (5, 10)
+    f.write_bytes(_idx_header(3, 17) + bytes(51))
+    with pytest.raises(UserError, match="more than the 50 bytes"):
+        read_idx(f)
+
+
+def test_read_up_to_never_returns_more_than_asked():
+    stream = io.BytesIO(b"x" * 10)
+    assert idx._read_up_to(stream, 3) == b"xxx" and idx._read_up_to(stream, 100) == b"x" * 7
 
 
 def _limit_address_space(limit):

@@ -114,19 +114,18 @@ class _DtypeRecord:
 
     def __init__(self, *args):
         self.args = args
-        self.state = None
 
     def __setstate__(self, state):
         self.state = state
 
     def is_uint8(self) -> bool:
-        if len(self.args) not in (1, 3) or _text(self.args[0]) not in ("u1", "|u1"):
+        """Exactly what numpy writes for uint8: dtype('u1', False, True) + the plain state."""
+        args = self.args
+        if len(args) != 3 or _text(args[0]) != "u1" or not all(type(a) in (bool, int) for a in args[1:]):
             return False
-        if len(self.args) == 3 and (self.args[1] not in (0, False) or self.args[2] not in (0, 1)):
-            return False  # align must be off; a flag that is neither 0/1 nor bool is forged
+        if args[1] != 0 or args[2] != 1:  # align off, copy on
+            return False
         state = self.state
-        if state is None:
-            return True
         if not isinstance(state, tuple) or not all(type(v) in (int, bool, str, bytes, type(None)) for v in state):
             return False
         return tuple(_text(v) if isinstance(v, bytes) else v for v in state) in _U8_DTYPE_STATES
@@ -135,12 +134,7 @@ class _DtypeRecord:
 class _ArrayRecord:
     """Stands for the ndarray ``_reconstruct`` makes and its ``__setstate__``: records only."""
 
-    source = "forged"
-    state = None
-
-    def __init__(self, source: str = "forged"):
-        self.source = source
-        self.state = None
+    state = None  # a class default: pickle's NEWOBJ can make an instance without __init__
 
     def __setstate__(self, state):
         self.state = state
@@ -149,13 +143,15 @@ class _ArrayRecord:
 def _reconstruct(cls, shape, typecode):
     if cls is not _NdarrayName or shape != (0,) or _text(typecode) != "b":
         raise _RefusedBatch("the array-rebuilding helper was called with arguments numpy never writes")
-    return _ArrayRecord("reconstruct")
+    return _ArrayRecord()
 
 
 def _frombuffer(buf, dtype, shape, order):
     """Protocol-5 form: numpy._core.numeric._frombuffer(buffer, dtype, shape, order)."""
-    record = _ArrayRecord("frombuffer")
-    record.state = (1, shape, dtype, _text(order) == "F", buf)
+    if _text(order) != "C":
+        raise _RefusedBatch("a protocol-5 array stored in an order other than C")
+    record = _ArrayRecord()
+    record.state = (1, shape, dtype, False, buf)
     return record
 
 
@@ -320,8 +316,7 @@ _MAX_TAR_MEMBERS = 1000  # the official tarballs hold 8; a few thousand headers 
 
 def _unsafe_name(name: str) -> bool:
     """An absolute name or one with a '..' part: what a hostile archive uses to escape."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    return name.startswith(("/", "\\")) or ".." in parts
+    return name.startswith("/") or ".." in PurePosixPath(name).parts
 
 
 def _read_members(tar_path: Path, wanted: set[str]) -> dict[str, bytes]:
@@ -350,8 +345,7 @@ def _read_members(tar_path: Path, wanted: set[str]) -> dict[str, bytes]:
                     continue  # a link or directory named like a batch: never followed
                 if member.size > _MAX_MEMBER_BYTES:
                     raise UserError(f"{tar_path}: member {member.name} is implausibly large ({member.size} bytes)")
-                stream = tar.extractfile(member)
-                found[base] = stream.read() if stream is not None else b""
+                found[base] = tar.extractfile(member).read()  # a regular file: never None
                 if found.keys() >= wanted:
                     break
     except UserError:

@@ -70,20 +70,6 @@ def _size_problem(name: str, dims, have: int, where: str) -> UserError:
                      f" but file holds {have} bytes of data{where}")
 
 
-def parse_idx(data: bytes, name: str, ndim: int | None = None, gzipped: bool = False) -> np.ndarray:
-    """Decode IDX bytes into a read-only uint8 array, validating everything.
-
-    ``name`` is used in error messages (normally the file path); ``ndim`` is the expected
-    number of dimensions (1 for labels, 3 for images) or None to accept any.
-    """
-    dims, header_len = _parse_header(data, name, ndim)
-    need = math.prod(dims)  # Python ints: a forged header cannot overflow this
-    have = len(data) - header_len
-    if have != need:
-        raise _size_problem(name, dims, have, " after gunzip" if gzipped else "")
-    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
-
-
 _CHUNK = 1 << 20
 _MAX_IDX_BYTES = 1 << 30  # 1 GiB of elements: far above any MNIST-style set (EMNIST's largest is 0.6 GB)
 
@@ -107,8 +93,8 @@ def _read_stream(f, name: str, ndim: int | None, gzipped: bool, file_size: int) 
     """
     where = " after gunzip" if gzipped else ""
     head = bytes(_read_up_to(f, 4))
-    if len(head) == 4 and head[:3] == bytes([0, 0, UBYTE]):
-        head += _read_up_to(f, 4 * head[3])
+    if len(head) == 4:
+        head += _read_up_to(f, 4 * head[3])  # at most 1020 bytes, whatever the magic says
     dims, header_len = _parse_header(head, name, ndim)
     need = math.prod(dims)
     if need > _MAX_IDX_BYTES:
