@@ -218,6 +218,13 @@ CRAFTED = {
     "data-rows-wrong-length": batch([RAW[:3071]], [0]),
     "flat-bytes-wrong-length": batch(RAW, [0]),
     "no-labels": _dump({b"data": RAW}),
+    # 200,000 nested lists (400 KB): repr of them would exceed Python's recursion limit
+    "deeply-nested-label": b"\x80\x02}(" + b"B\x06\x00\x00\x00labels" + b"]" * 200_001 + b"a" * 200_000
+                           + b"B\x04\x00\x00\x00data" + _dump(RAW[:3072])[2:-1] + b"u.",
+    "deeply-nested-shape": b"\x80\x02}(" + _dump(b"labels")[2:-1] + _dump([0])[2:-1] + _dump(b"data")[2:-1]
+                           + _dump(G(MA1, "_reconstruct"))[2:-1] + _dump((G("numpy", "ndarray"), (0,), b"b"))[2:-1] + b"R"
+                           + b"(K\x01" + b"]" * 200_001 + b"a" * 200_000 + _dump(dtype())[2:-1] + b"\x89" + _dump(RAW[:3072])[2:-1]
+                           + b"tb" + b"u.",
     "not-a-dict": _dump([RAW, [0]]),
 }
 

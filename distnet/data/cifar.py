@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import reprlib
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -207,6 +208,16 @@ def restricted_loads(data: bytes, name: str):
         raise UserError(f"{name}: not a valid pickle: {type(exc).__name__}: {oneline(exc)[:200]}") from None
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxother, _REPR.maxlong = 2, 40, 40
+
+
+def _show(value) -> str:
+    """A short repr for messages; reprlib stops at depth 2, so a list nested 200,000 deep
+    (a few hundred KB of pickle) cannot make repr recurse past Python's limit."""
+    return oneline(_REPR.repr(value))[:80]
+
+
 def _is_int(value) -> bool:
     return type(value) is int  # not bool, not a float, not a subclass with odd comparisons
 
@@ -221,7 +232,7 @@ def _array_from_record(record: _ArrayRecord, n_labels: int, name: str) -> np.nda
     if not isinstance(dtype, _DtypeRecord) or not dtype.is_uint8():
         raise UserError(f"{name}: 'data' array is not plain uint8 (a forged or other dtype); {want}")
     if not (isinstance(shape, tuple) and len(shape) == 2 and all(_is_int(d) for d in shape)):
-        raise UserError(f"{name}: 'data' array has shape {oneline(repr(shape))[:80]}; {want}")
+        raise UserError(f"{name}: 'data' array has shape {_show(shape)}; {want}")
     if shape[1] != IMAGE_BYTES or not 0 < shape[0] <= _MAX_IMAGES:
         raise UserError(f"{name}: 'data' is uint8 of shape {shape}; {want}, at most {_MAX_IMAGES}")
     if fortran not in (0, False):
@@ -274,7 +285,7 @@ def parse_python_batch(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{name}: 'labels' must be a list of 1 to {_MAX_IMAGES} integers, found {what}")
     for i, v in enumerate(labels):
         if not _is_int(v) or not 0 <= v < len(CLASSES):
-            shown = oneline(repr(v))[:40]
+            shown = _show(v)
             raise UserError(f"{name}: label {i} is {shown}, but CIFAR-10 labels are integers 0-9")
     arr = _pixels(pixels, len(labels), name)
     lab = np.array(labels, dtype=np.int64)
