@@ -181,6 +181,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                     raise _Refused(f"unexpected member {info.filename!r}")
                 if key in headers:
                     raise _Refused(f"member {info.filename!r} appears twice")
+                if info.flag_bits & 0x1:
+                    raise _Refused(f"member {key!r} is encrypted")
                 if info.compress_type != zipfile.ZIP_STORED:
                     raise _Refused(f"member {key!r} is compressed; distnet checkpoints are stored uncompressed")
                 with z.open(info) as f:
@@ -240,7 +242,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
     try:
         config = json.loads(str(arrays["config"]))
         meta = json.loads(str(arrays["meta"])) if "meta" in arrays else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise UserError(f"{path}: checkpoint configuration is not valid JSON") from None
     if not isinstance(config, dict) or not isinstance(meta, dict):
         raise UserError(f"{path}: checkpoint configuration and meta must be JSON objects")

@@ -352,5 +352,21 @@ def test_format_2_needs_buffers_and_meta_and_valid_json(tmp_path):
     arrays["config"] = np.array("{not json")
     _resave_with_checksum(path, arrays)
     assert _refusal(path) == f"{path}: checkpoint configuration is not valid JSON"
+    arrays["config"] = np.array("[" * 100_000 + "]" * 100_000)  # json.loads would recurse too deep
+    _resave_with_checksum(path, arrays)
+    assert _refusal(path) == f"{path}: checkpoint configuration is not valid JSON"
     path.write_bytes(b"not a zip at all" * 10)
     assert "truncated or corrupt: File is not a zip file" in _refusal(path)
+
+
+def test_encrypted_member_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    _zip(path, _members_of(make()))
+    data = bytearray(path.read_bytes())
+    entry = data.find(b"PK\x01\x02")  # central-directory entries: flags at +8, name at +46
+    while data[entry + 46: entry + 54] != b"step.npy":
+        entry = data.find(b"PK\x01\x02", entry + 1)
+        assert entry > 0
+    data[entry + 8] |= 0x1  # general-purpose flag bit 0: encrypted
+    path.write_bytes(bytes(data))
+    assert "member 'step' is encrypted" in _refusal(path)
