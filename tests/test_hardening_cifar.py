@@ -202,6 +202,7 @@ CRAFTED = {
     "dtype-one-arg": batch(array((1, 3072), Call(G("numpy", "dtype"), ("u1",), U8_STATE), RAW[:3072]), [0]),
     "dtype-copy-off": batch(array((1, 3072), dtype(copy=False), RAW[:3072]), [0]),
     "dtype-without-state": batch(array((1, 3072), Call(G("numpy", "dtype"), ("u1", False, True)), RAW[:3072]), [0]),
+    "dtype-align-float": batch(array((1, 3072), dtype(align=0.0), RAW[:3072]), [0]),
     "dtype-pipe-u1": batch(array((1, 3072), dtype("|u1"), RAW[:3072]), [0]),
     "rows-vs-labels": batch(array((N, 3072), dtype(), RAW), [0] * (N + 1)),
     "labels-2-to-the-70": batch(array((1, 3072), dtype(), RAW[:3072]), [2**70]),
@@ -258,6 +259,21 @@ def test_refusal_messages_say_what_is_wrong():
     assert "'data' is a str" in msg("data-a-str")
     assert "unknown pickled state" in msg("array-state-6-tuple")
     assert "Fortran" in msg("fortran")
+    with pytest.raises(UserError) as info:
+        cifar.parse_python_batch(b"\x80\x02}q\x00(", "g")
+    assert str(info.value) == "g: not a valid pickle: EOFError: Ran out of input"
+    with pytest.raises(UserError) as info:
+        cifar.parse_python_batch(b"\x80\x02" + b"(" * 10 + b"J", "h")  # cut inside an int
+    assert str(info.value).startswith("h: not a valid pickle: ")
+
+
+def test_batch_size_limit_is_inclusive(monkeypatch):
+    data = batch(_pixels(1).tobytes(), [0])
+    monkeypatch.setattr(cifar, "_MAX_MEMBER_BYTES", len(data))
+    assert cifar.parse_python_batch(data, "b")[1].tolist() == [0]
+    monkeypatch.setattr(cifar, "_MAX_MEMBER_BYTES", len(data) - 1)
+    with pytest.raises(UserError, match=f"b: {len(data)} bytes is implausibly large for a CIFAR-10 batch"):
+        cifar.parse_python_batch(data, "b")
 
 
 def test_python2_official_form_with_py2_strings_loads():

@@ -122,8 +122,13 @@ def test_idx_raw_file_with_a_huge_tail_is_not_read_whole(tmp_path):
 def test_idx_header_edge_cases(tmp_path, monkeypatch):
     f = tmp_path / "f"
     f.write_bytes(b"\x01\x00\x08\x03" + bytes(12))  # only the first magic byte is wrong
-    with pytest.raises(UserError, match="bad magic 0x01000803"):
+    with pytest.raises(UserError) as info:
         read_idx(f, ndim=3)
+    assert str(info.value) == f"{f}: not an IDX file: bad magic 0x01000803 (expected 0x00000803)"
+    f.write_bytes(_idx_header(7) + bytes(6))
+    with pytest.raises(UserError) as info:
+        read_idx(f, ndim=1)
+    assert str(info.value) == f"{f}: truncated: header says 7 labels (7 bytes) but file holds 6 bytes of data"
     f.write_bytes(_idx_header((1 << 24) + 1, 1, 1) + b"\0" * 10)  # big dims are 4 whole bytes
     with pytest.raises(UserError) as info:
         read_idx(f, ndim=3)
