@@ -167,23 +167,23 @@ def parse_config(argv=None) -> TrainConfig:
         for name, value in _read_toml(config_file).items():
             values[name] = _coerce(name, value, config_file)
     values.update(args)
+    expand_user_paths(values)
     cfg = TrainConfig(**values)
-    expand_paths(cfg)
     validate(cfg)
     return cfg
 
 
-PATH_OPTIONS = ("data_dir", "checkpoint_dir", "resume", "metrics")
+PATH_OPTIONS = ("data_dir", "checkpoint_dir", "resume", "metrics", "run_dir")
 
 
-def expand_paths(cfg: TrainConfig) -> None:
+def expand_user_paths(values: dict) -> None:
     """``~`` and ``~user`` in every path option, as a shell would have done for an unquoted
     flag (a TOML file or a quoted flag gets no shell expansion). ``--resume``'s keyword
     ``latest`` is not a path and stays."""
     for name in PATH_OPTIONS:
-        value = getattr(cfg, name)
+        value = values.get(name)
         if isinstance(value, str) and not (name == "resume" and value == "latest"):
-            setattr(cfg, name, os.path.expanduser(value))
+            values[name] = os.path.expanduser(value)
 
 
 def validate(cfg: TrainConfig) -> None:
