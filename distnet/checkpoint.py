@@ -132,8 +132,10 @@ def _member_count(f) -> int | None:
     return None if record is None else int(record[4])  # _ECD_ENTRIES_TOTAL
 
 
-def _check_header(key: str, shape: tuple, dtype: np.dtype, fortran: bool, params_size: int | None) -> None:
-    """Whether ``key``'s declared shape and dtype are what the format allows."""
+def _check_header(key: str, shape: tuple, dtype: np.dtype, fortran: bool, sizes: tuple[int, int]) -> None:
+    """Whether ``key``'s declared shape and dtype are what the format allows; ``sizes`` are
+    the lengths of params and buffers, which an optimizer's arrays (its moments, an EMA of
+    the weights and of the BatchNorm statistics) follow."""
     def refuse(why):
         raise _Refused(f"member {key!r} {why} (declared {dtype.str} of shape {shape})")
 
@@ -153,8 +155,8 @@ def _check_header(key: str, shape: tuple, dtype: np.dtype, fortran: bool, params
     elif key.startswith("optim/"):
         if dtype.kind not in "fiu":
             refuse("must be numbers")
-        if shape != () and (params_size is None or shape != (params_size,)):
-            refuse(f"must be a single number or one per parameter ({params_size})")
+        if shape != () and not (len(shape) == 1 and shape[0] in sizes):
+            refuse(f"must be a single number, one per parameter ({sizes[0]}) or one per buffer ({sizes[1]})")
     else:  # pragma: no cover - _read_arrays admits only the keys above
         refuse("is not part of the format")
 
@@ -200,10 +202,10 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             missing = _REQUIRED - headers.keys()
             if missing:
                 raise _Refused(f"missing {', '.join(sorted(missing))}")
-            params_shape = headers["params"][1]
-            params_size = params_shape[0] if len(params_shape) == 1 else None
+            sizes = tuple(headers[k][1][0] if k in headers and len(headers[k][1]) == 1 else 0
+                          for k in ("params", "buffers"))
             for key, (_, shape, dtype, fortran) in headers.items():
-                _check_header(key, shape, dtype, fortran, params_size)
+                _check_header(key, shape, dtype, fortran, sizes)
             arrays = {}
             for key, (info, _, _, _) in headers.items():
                 with z.open(info) as f:

@@ -214,7 +214,8 @@ def test_real_deflate_bomb_member_is_refused_within_bounded_memory(tmp_path):
     ({"params.npy": _npy(np.zeros(N, np.float64))}, "'params' must be a flat float32 vector"),
     ({"params.npy": _npy(np.zeros(N, ">f4"))}, "'params' must be a flat float32 vector"),
     ({"buffers.npy": _npy(np.zeros(4, np.float16))}, "'buffers' must be a flat float32 vector"),
-    ({"optim/exp_avg.npy": _npy(np.zeros(N + 1, np.float32))}, "one per parameter (10)"),
+    ({"optim/exp_avg.npy": _npy(np.zeros(N + 1, np.float32))}, "one per parameter (10) or one per buffer (4)"),
+    ({"optim/exp_avg.npy": _npy(np.zeros((2, 5), np.float32))}, "one per parameter (10) or one per buffer (4)"),
     ({"optim/exp_avg.npy": _npy(np.array("x"))}, "'optim/exp_avg' must be numbers"),
     ({"optim/exp_avg.npy": _npy(np.zeros(N, [("a", "<f4")]))}, "is not a plain array"),
     ({"params.npy": _npy_header("|O", (N,)) + bytes(8 * N)}, "is not a plain array"),
@@ -370,3 +371,17 @@ def test_encrypted_member_is_refused(tmp_path):
     data[entry + 8] |= 0x1  # general-purpose flag bit 0: encrypted
     path.write_bytes(bytes(data))
     assert "member 'step' is encrypted" in _refusal(path)
+
+
+def test_optimizer_arrays_may_follow_params_or_buffers(tmp_path):
+    """An EMA wrapper keeps ema_params (one per parameter) and ema_buffers (one per buffer,
+    possibly none): both are part of the format."""
+    ckpt = make()
+    ckpt.optimizer.update(ema_params=ckpt.params * 2, ema_buffers=ckpt.buffers * 2, ema_updates=3)
+    ck.save(ckpt, tmp_path / "a.npz")
+    got = ck.load(tmp_path / "a.npz")
+    assert np.array_equal(got.optimizer["ema_buffers"], ckpt.buffers * 2) and int(got.optimizer["ema_updates"]) == 3
+    ckpt.buffers = np.zeros(0, np.float32)
+    ckpt.optimizer["ema_buffers"] = np.zeros(0, np.float32)
+    ck.save(ckpt, tmp_path / "b.npz")
+    assert ck.load(tmp_path / "b.npz").optimizer["ema_buffers"].shape == (0,)
