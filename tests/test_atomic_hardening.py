@@ -108,3 +108,19 @@ def test_download_failing_at_rename_keeps_old_file_and_no_part(server, tmp_path,
     with pytest.raises(download.DownloadError, match="injected failure"):
         download.fetch([base + "/f"], dest, hashlib.sha256(b"fresh bytes").hexdigest())
     assert dest.read_bytes() == b"older copy" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    """A checkpoint or figure on a shared volume must be readable as a plain open() would
+    leave it; mkstemp alone makes it 0600."""
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_write(tmp_path / "shared.bin", durable=True) as f:
+            f.write(b"x")
+        os.umask(0o077)
+        with atomic.atomic_write(tmp_path / "private.bin") as f:
+            f.write(b"y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.bin").stat().st_mode & 0o777 == 0o600
