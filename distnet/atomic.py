@@ -12,6 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: mkstemp's 0600 would leave
+    checkpoints, downloads and figures unreadable to the other users of a shared volume."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -39,6 +47,7 @@ def atomic_write(path, durable: bool = False, suffix: str = ".tmp"):
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+            os.fchmod(f.fileno(), _default_mode())
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

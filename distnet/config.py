@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_toml(path: str) -> dict:
+    path = os.path.expanduser(path)
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -197,12 +200,26 @@ def parse_config(argv=None) -> TrainConfig:
         for name, value in _read_toml(config_file).items():
             values[name] = _coerce(name, value, config_file)
     values.update(args)
+    expand_user_paths(values)
     cfg = TrainConfig(**values)
     if cfg.run_dir:  # the run folder's defaults; explicit flags win
         cfg.checkpoint_dir = cfg.checkpoint_dir or str(Path(cfg.run_dir) / "checkpoints")
         cfg.metrics = cfg.metrics or str(Path(cfg.run_dir) / "metrics.jsonl")
     validate(cfg)
     return cfg
+
+
+PATH_OPTIONS = ("data_dir", "checkpoint_dir", "resume", "metrics", "run_dir")
+
+
+def expand_user_paths(values: dict) -> None:
+    """``~`` and ``~user`` in every path option, as a shell would have done for an unquoted
+    flag (a TOML file or a quoted flag gets no shell expansion). ``--resume``'s keyword
+    ``latest`` is not a path and stays."""
+    for name in PATH_OPTIONS:
+        value = values.get(name)
+        if isinstance(value, str) and not (name == "resume" and value == "latest"):
+            values[name] = os.path.expanduser(value)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -230,12 +247,15 @@ def validate(cfg: TrainConfig) -> None:
         bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if cfg.schedule not in SCHEDULES:
         bad("schedule", f"must be one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
-    if not cfg.lr > 0:
-        bad("lr", f"must be > 0, got {cfg.lr}")
-    if cfg.weight_decay < 0:
-        bad("weight-decay", f"must be >= 0, got {cfg.weight_decay}")
+    # Written so that nan fails every test (nan compares false) and inf fails isfinite.
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        bad("lr", f"must be a finite number > 0, got {cfg.lr}")
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        bad("weight-decay", f"must be a finite number >= 0, got {cfg.weight_decay}")
     if not 0 <= cfg.momentum < 1:
         bad("momentum", f"must be in [0, 1), got {cfg.momentum}")
+    if not (math.isfinite(cfg.bucket_mb) and cfg.bucket_mb > 0):
+        bad("bucket-mb", f"must be a finite number of MiB > 0, got {cfg.bucket_mb}")
     for flag, value in (("checkpoint-every", cfg.checkpoint_every), ("warmup-steps", cfg.warmup_steps),
                         ("keep-checkpoints", cfg.keep_checkpoints), ("micro-batches", cfg.micro_batches),
                         ("augment-shift", cfg.augment_shift)):
@@ -248,8 +268,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("log-every", f"must be >= 1, got {cfg.log_every}")
     if cfg.eval_batch_size < 1:
         bad("eval-batch-size", f"must be >= 1, got {cfg.eval_batch_size}")
-    if not cfg.timeout > 0:
-        bad("timeout", f"must be > 0 seconds, got {cfg.timeout}")
+    if not (math.isfinite(cfg.timeout) and cfg.timeout > 0):
+        bad("timeout", f"must be a finite number of seconds > 0, got {cfg.timeout}")
     if cfg.threads is not None and cfg.threads < 1:
         bad("threads", f"must be >= 1, got {cfg.threads}")
     if cfg.checkpoint_every and not cfg.checkpoint_dir:

@@ -95,3 +95,126 @@ def test_offline_env_does_not_touch_network(server, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="DISTNET_OFFLINE"):
         fetch([base + "/good.bin"], tmp_path / "x", SHA)
     assert handler.hits == [] and _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- size cap and redirects (issue 12)
+
+import http.server  # noqa: E402
+import threading  # noqa: E402
+
+
+class _Streamer(http.server.BaseHTTPRequestHandler):
+    """/endless: 300 MiB with no Content-Length; /announce: a Content-Length of 300 MiB;
+    /to-<scheme>: a redirect to that scheme; /to-good: a redirect to /good on this server."""
+
+    sent: list
+    done: threading.Event
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        if self.path.startswith("/to-"):
+            target = {"to-ftp": "ftp://127.0.0.1/f", "to-file": "file:///etc/passwd",
+                      "to-good": "/good", "to-data": "data:,hello"}[self.path[1:]]
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+            return
+        if self.path == "/good":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(GOOD)))
+            self.end_headers()
+            self.wfile.write(GOOD)
+            return
+        self.send_response(200)
+        if self.path == "/announce":
+            self.send_header("Content-Length", str(300 << 20))
+        self.end_headers()
+        block = bytes(1 << 16)
+        try:
+            for _ in range((300 << 20) // len(block)):
+                self.wfile.write(block)
+                self.sent[0] += len(block)
+        except OSError:
+            pass
+        finally:
+            self.done.set()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def streamer(monkeypatch):
+    monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
+    handler = type("H", (_Streamer,), {"sent": [0], "done": threading.Event()})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_past_the_expected_size_is_cut_off(streamer, tmp_path):
+    base, handler = streamer
+    with pytest.raises(UserError) as info:
+        fetch([base + "/endless"], tmp_path / "f", SHA, size=5)
+    assert "size mismatch: more than the expected 5 bytes" in str(info.value)
+    assert handler.done.wait(20)  # the server noticed the client hang up
+    assert handler.sent[0] < 64 << 20, handler.sent[0]  # socket buffers at most, not 300 MiB
+    assert _leftovers(tmp_path) == []
+
+
+def test_announced_length_past_the_expected_size_is_refused_before_reading(streamer, tmp_path):
+    base, handler = streamer
+    with pytest.raises(UserError, match="server announces 314572800 bytes, expected 5"):
+        fetch([base + "/announce"], tmp_path / "f", SHA, size=5)
+    assert _leftovers(tmp_path) == []
+
+
+def test_exact_expected_size_is_accepted(server, tmp_path):
+    base, handler = server
+    handler.files["/good.bin"] = GOOD
+    assert fetch([base + "/good.bin"], tmp_path / "f", SHA, size=len(GOOD)).read_bytes() == GOOD
+    with pytest.raises(UserError, match="size mismatch: server announces 70000 bytes, expected 69999"):
+        fetch([base + "/good.bin"], tmp_path / "g", SHA, size=len(GOOD) - 1)
+
+
+@pytest.mark.parametrize("where", ["to-ftp", "to-file", "to-data"])
+def test_redirect_to_anything_but_http_is_refused(streamer, tmp_path, where):
+    base, _ = streamer
+    with pytest.raises(UserError) as info:
+        fetch([f"{base}/{where}"], tmp_path / "f", SHA)
+    assert "refused redirect to" in str(info.value) and "only https and http" in str(info.value)
+    assert _leftovers(tmp_path) == []
+
+
+def test_redirect_to_http_is_followed(streamer, tmp_path):
+    base, _ = streamer
+    assert fetch([f"{base}/to-good"], tmp_path / "f", SHA, size=len(GOOD)).read_bytes() == GOOD
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "data:,x"])
+def test_only_http_urls_are_fetched(tmp_path, monkeypatch, url):
+    monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
+    with pytest.raises(UserError, match="refused: only https and http URLs are fetched"):
+        fetch([url], tmp_path / "f", SHA)
+    assert _leftovers(tmp_path) == []
+
+
+def test_registry_downloads_carry_the_expected_size(server, tmp_path, monkeypatch):
+    import dataclasses
+    from pathlib import Path
+
+    from distnet.data import load_dataset, registry
+
+    embedded = Path(registry.embedded_dir())
+    base, handler = server
+    labels = (embedded / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    handler.files["/m/t10k-labels-idx1-ubyte.gz"] = labels + b"x" * 1_000_000
+    handler.files["/m/t10k-images-idx3-ubyte.gz"] = (embedded / "t10k-images-idx3-ubyte.gz").read_bytes()
+    spec = dataclasses.replace(registry.get_spec("mnist"), mirrors=(base + "/m/",))
+    monkeypatch.setitem(registry._BY_NAME, "mnist", spec)
+    assert spec.remote("t10k-labels-idx1-ubyte.gz").size == len(labels) == 4542
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte.gz: size mismatch: server announces 1004542 bytes, expected 4542"):
+        load_dataset("mnist", "test", data_dir=tmp_path / "dl")

@@ -25,8 +25,11 @@ def test_mpirun_and_mpi4py_use_the_same_mpi():
     distnet reads the world size from that launcher's environment."""
     from conftest import mpi_is_open_mpi
 
-    code = ("from mpi4py import MPI; from distnet.distributed import launched_world_size; "
-            "print(MPI.COMM_WORLD.Get_size(), launched_world_size(), MPI.Get_library_version().split()[0:2])")
+    # one os.write per rank: print() may write the text and its newline separately, and the
+    # two ranks' halves then interleave in mpirun's output ("22 2 [...]" was seen)
+    code = ("import os; from mpi4py import MPI; from distnet.distributed import launched_world_size; "
+            "os.write(1, f'{MPI.COMM_WORLD.Get_size()} {launched_world_size()} "
+            "{MPI.Get_library_version().split()[0:2]}\\n'.encode())")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run([mpirun(), "-n", "2", sys.executable, "-c", code], env=env, capture_output=True,
                        text=True, timeout=120)

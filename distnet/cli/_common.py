@@ -42,12 +42,7 @@ def require_matplotlib(what: str):
 
 
 def write_atomically(path, data_or_writer) -> None:
-    """Write bytes (or call ``writer(file)``) to ``path`` atomically, with the permissions a
-    plain ``open(path, "w")`` would give.  atomic_write's temporary file is created 0600
-    (mkstemp), which is right for checkpoints in progress but not for a figure or a summary
-    meant to be shared."""
-    import os
-
+    """Write bytes (or call ``writer(file)``) to ``path`` atomically."""
     from ..atomic import atomic_write
 
     with atomic_write(path) as f:
@@ -55,6 +50,3 @@ def write_atomically(path, data_or_writer) -> None:
             data_or_writer(f)
         else:
             f.write(data_or_writer)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

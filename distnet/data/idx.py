@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
 
@@ -29,24 +30,6 @@ IMAGES_MAGIC = 0x00000803  # ubyte, 3 dimensions
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _load_bytes(path: Path) -> tuple[bytes, bool]:
-    """The file's IDX bytes (gunzipped if it is gzip) and whether it was gzip."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {oneline(exc.strerror or exc)}") from None
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw, False
-    try:
-        return gzip.decompress(raw), True
-    except EOFError:
-        raise UserError(f"{path}: truncated gzip data (the download was probably cut short)") from None
-    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise UserError(f"{path}: corrupt gzip data: {oneline(exc)}") from None
-
-
 def _describe(dims: tuple[int, ...]) -> str:
     """Human words for a header's dimensions, e.g. '60000 images of 28x28'."""
     if len(dims) == 1:
@@ -56,12 +39,8 @@ def _describe(dims: tuple[int, ...]) -> str:
     return "dimensions " + "x".join(str(d) for d in dims)
 
 
-def parse_idx(data: bytes, name: str, ndim: int | None = None, gzipped: bool = False) -> np.ndarray:
-    """Decode IDX bytes into a read-only uint8 array, validating everything.
-
-    ``name`` is used in error messages (normally the file path); ``ndim`` is the expected
-    number of dimensions (1 for labels, 3 for images) or None to accept any.
-    """
+def _parse_header(data: bytes, name: str, ndim: int | None) -> tuple[tuple[int, ...], int]:
+    """The dimensions and header length that ``data`` starts with; UserError if it is no IDX header."""
     expected = f" (expected 0x{0x800 + ndim:08x})" if ndim is not None else ""
     if len(data) < 4:
         raise UserError(f"{name}: not an IDX file: only {len(data)} bytes long{expected}")
@@ -81,23 +60,88 @@ def parse_idx(data: bytes, name: str, ndim: int | None = None, gzipped: bool = F
     if len(data) < header_len:
         raise UserError(f"{name}: truncated: header needs {header_len} bytes but file holds {len(data)}")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(count))
-    need = math.prod(dims)  # Python ints: a forged header cannot overflow this
-    have = len(data) - header_len
+    return dims, header_len
+
+
+def _size_problem(name: str, dims, have: int, where: str) -> UserError:
+    need = math.prod(dims)
+    problem = "truncated" if have < need else f"{have - need} bytes of trailing garbage"
+    return UserError(f"{name}: {problem}: header says {_describe(dims)} ({need} bytes)"
+                     f" but file holds {have} bytes of data{where}")
+
+
+_CHUNK = 1 << 20
+_MAX_IDX_BYTES = 1 << 30  # 1 GiB of elements: far above any MNIST-style set (EMNIST's largest is 0.6 GB)
+
+
+def _read_up_to(f, limit: int) -> bytearray:
+    """At most ``limit`` bytes from ``f``, in chunks: a forged size never becomes one allocation."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = f.read(min(_CHUNK, limit - len(buf)))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _read_stream(f, name: str, ndim: int | None, gzipped: bool, file_size: int) -> np.ndarray:
+    """Read header, then at most what the header allows plus one byte, from an open stream.
+
+    Memory stays at about the size the header declares (itself capped at ``_MAX_IDX_BYTES``),
+    however much a gzip bomb would decompress to or a raw file holds.
+    """
     where = " after gunzip" if gzipped else ""
-    if have != need:
-        problem = "truncated" if have < need else f"{have - need} bytes of trailing garbage"
-        raise UserError(
-            f"{name}: {problem}: header says {_describe(dims)} ({need} bytes)"
-            f" but file holds {have} bytes of data{where}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
+    head = bytes(_read_up_to(f, 4))
+    if len(head) == 4:
+        head += _read_up_to(f, 4 * head[3])  # at most 1020 bytes, whatever the magic says
+    dims, header_len = _parse_header(head, name, ndim)
+    need = math.prod(dims)
+    if need > _MAX_IDX_BYTES:
+        raise UserError(f"{name}: header says {_describe(dims)} ({need} bytes), more than the"
+                        f" {_MAX_IDX_BYTES} bytes this reader accepts; the header is corrupt")
+    if not gzipped and file_size - header_len != need:  # known from the size, without reading
+        raise _size_problem(name, dims, file_size - header_len, where)
+    body = _read_up_to(f, need + 1)
+    if len(body) > need:  # only gzip gets here; how much more would mean inflating it all
+        raise UserError(f"{name}: trailing garbage: header says {_describe(dims)} ({need} bytes)"
+                        f" but the file holds more data{where}")
+    if len(body) < need:
+        raise _size_problem(name, dims, len(body), where)
+    arr = np.frombuffer(body, dtype=np.uint8).reshape(dims)
+    arr.flags.writeable = False
+    return arr
 
 
 def read_idx(path, ndim: int | None = None) -> np.ndarray:
-    """Read a (possibly gzipped) IDX file into a read-only uint8 array; UserError if invalid."""
+    """Read a (possibly gzipped) IDX file into a read-only uint8 array; UserError if invalid.
+
+    The file is streamed (gunzipped on the fly when it starts with the gzip magic): the header
+    comes first, then at most the bytes it declares plus one, so neither a gzip bomb nor a
+    huge file costs more memory than the data the header describes.
+    """
     path = Path(path)
-    data, gzipped = _load_bytes(path)
-    return parse_idx(data, str(path), ndim=ndim, gzipped=gzipped)
+    try:
+        raw = open(path, "rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {oneline(exc.strerror or exc)}") from None
+    with raw:
+        try:
+            gzipped = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            size = os.fstat(raw.fileno()).st_size
+            if not gzipped:
+                return _read_stream(raw, str(path), ndim, False, size)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return _read_stream(f, str(path), ndim, True, size)
+        except EOFError:
+            raise UserError(f"{path}: truncated gzip data (the download was probably cut short)") from None
+        except UserError:
+            raise
+        except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise UserError(f"{path}: corrupt gzip data: {oneline(exc)}") from None
 
 
 def read_idx_pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:

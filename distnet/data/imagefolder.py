@@ -33,6 +33,8 @@ from .dataset import Dataset
 log = logging.getLogger("distnet.data")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_FORMATS = ["PNG", "JPEG"]  # the only decoders Pillow may pick, whatever a file's content
+MAX_IMAGE_SIDE = 4096  # 4096x4096 RGB is 48 MiB decoded; a 257 KB PNG can declare 9400x9400 (2.2 GB)
 SPLITS = ("train", "test")
 _CACHE_VERSION = b"distnet-imagefolder-v1"
 
@@ -99,23 +101,36 @@ def _decode(files: list[_File]) -> np.ndarray:
     for i, f in enumerate(files):
         path = f.path
         try:
-            with Image.open(path) as im:
+            # formats=: Pillow otherwise picks a decoder by content, and an EPS named a.png
+            # would go to Ghostscript (which runs PostScript). Only the two this reads.
+            with Image.open(path, formats=IMAGE_FORMATS) as im:
+                width, height = im.size  # from the header: nothing is decoded yet
+                if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
+                    raise UserError(f"{path}: image is {width}x{height}, outside the 1 to {MAX_IMAGE_SIDE}"
+                                    f" pixels per side this reader decodes")
+                if images is not None and (height, width) != images.shape[2:]:
+                    raise UserError(
+                        f"{path}: image is {width}x{height} but {first} and the others before it are"
+                        f" {images.shape[3]}x{images.shape[2]}; all images must share one size"
+                    )
                 if mode is None:
                     # The first image decides: grayscale stays 1 channel, anything else is RGB.
                     mode = "L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB"
                     first = path
                 arr = np.asarray(im.convert(mode), dtype=np.uint8)
+        except UserError:
+            raise
+        except Image.UnidentifiedImageError:
+            raise UserError(f"{path}: cannot decode image: not a PNG or JPEG file (whatever its name says)") from None
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"{path}: cannot decode image: {oneline(exc)}") from None
         if arr.ndim == 2:
             arr = arr[:, :, None]
+        if arr.shape[:2] != (height, width):
+            raise UserError(f"{path}: cannot decode image: decoded {arr.shape[1]}x{arr.shape[0]},"
+                            f" header said {width}x{height}")
         if images is None:
             images = np.empty((len(files), arr.shape[2], arr.shape[0], arr.shape[1]), dtype=np.uint8)
-        elif arr.shape[:2] != images.shape[2:]:
-            raise UserError(
-                f"{path}: image is {arr.shape[1]}x{arr.shape[0]} but {first} and the others before it are"
-                f" {images.shape[3]}x{images.shape[2]}; all images must share one size"
-            )
         images[i] = arr.transpose(2, 0, 1)
     assert images is not None
     return images

@@ -18,7 +18,7 @@ MNIST-style files may be gzipped or raw, and named ``train-images-idx3-ubyte[.gz
 ``train-images.idx3-ubyte[.gz]``. Local files are validated by structure, not checksum, so
 re-compressed or un-gzipped copies work; downloads are checked against the SHA-256s below.
 
-Checksums:
+Checksums (each kept with the file's size, past which a download is cut off):
 
 * MNIST: the SHA-256s of LeCun's original .gz files (see shared/data/SOURCES.md, where
   they were matched against the published MD5s).
@@ -62,6 +62,7 @@ class RemoteFile:
     name: str
     sha256: str
     md5: str = ""
+    size: int | None = None  # bytes; a download is cut off as soon as it passes this
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ _SPECS = (
             "http://yann.lecun.com/exdb/mnist/",
         ),
         files=(
-            RemoteFile("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-            RemoteFile("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", "d53e105ee54ea40749a09fcbcd1e9432"),
-            RemoteFile("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", "9fb629c4189551a2d022fa330f9573f3"),
-            RemoteFile("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", "ec29112dd5afa0611ce80d1b7f02629c"),
+            RemoteFile("train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", "f68b3c2dcbeaaa9fbdd348bbdeb94873", size=9912422),
+            RemoteFile("train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", "d53e105ee54ea40749a09fcbcd1e9432", size=28881),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", "9fb629c4189551a2d022fa330f9573f3", size=1648877),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", "ec29112dd5afa0611ce80d1b7f02629c", size=4542),
         ),
     ),
     DatasetSpec(
@@ -109,10 +110,10 @@ _SPECS = (
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
         ),
         files=(
-            RemoteFile("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            RemoteFile("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", "25c81989df183df01b3e8a0aad5dffbe"),
-            RemoteFile("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", "bef4ecab320f06d8554ea6380940ec79"),
-            RemoteFile("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", "bb300cfdad3c16e7a12a480ee83cd310"),
+            RemoteFile("train-images-idx3-ubyte.gz", "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", size=26421880),
+            RemoteFile("train-labels-idx1-ubyte.gz", "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", "25c81989df183df01b3e8a0aad5dffbe", size=29515),
+            RemoteFile("t10k-images-idx3-ubyte.gz", "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", "bef4ecab320f06d8554ea6380940ec79", size=4422102),
+            RemoteFile("t10k-labels-idx1-ubyte.gz", "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", "bb300cfdad3c16e7a12a480ee83cd310", size=5148),
         ),
         aliases=("fashion_mnist", "fashionmnist"),
     ),
@@ -124,7 +125,7 @@ _SPECS = (
         std=(0.2470, 0.2435, 0.2616),
         mirrors=("https://www.cs.toronto.edu/~kriz/",),
         files=(
-            RemoteFile(cifar.BIN_TARBALL, "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", "c32a1d4ab5d03f1284b67883e8d87530"),
+            RemoteFile(cifar.BIN_TARBALL, "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", "c32a1d4ab5d03f1284b67883e8d87530", size=170052171),
         ),
         aliases=("cifar-10", "cifar_10"),
     ),
@@ -216,7 +217,8 @@ def _obtain(spec: DatasetSpec, filename: str, where: _Where, download: bool) -> 
         raise _missing(spec, filename, where, "downloading is turned off")
     remote = spec.remote(filename)
     try:
-        return fetch([m + filename for m in spec.mirrors], where.target / filename, remote.sha256)
+        return fetch([m + filename for m in spec.mirrors], where.target / filename, remote.sha256,
+                     size=remote.size)
     except DownloadError as exc:
         raise _missing(spec, filename, where, f"download failed ({exc.reason})") from None
 
