@@ -48,6 +48,15 @@ def test_array_dataset_classification_and_normalisation():
     assert ds.batch([])[0].shape == (0, 2, 2, 2)
 
 
+def test_array_dataset_subset_keeps_classes_and_normalisation():
+    ds = ArrayDataset(np.arange(12, dtype=np.float32).reshape(6, 2), np.arange(6) % 3, mean=1.0, std=2.0,
+                      classes=["a", "b", "c"])
+    part = ds.subset([4, 1])
+    assert len(part) == 2 and part.classes == ("a", "b", "c") and part.mean == (1.0,)
+    np.testing.assert_array_equal(part.batch([0, 1])[0], ds.batch([4, 1])[0])
+    np.testing.assert_array_equal(part.batch([0, 1])[1], [1, 1])
+
+
 def test_array_dataset_regression_keeps_float_dtype_and_makes_targets_2d():
     x = np.linspace(0, 1, 5)  # (N,): N samples of one feature
     ds = ArrayDataset(x, x ** 2)

@@ -154,6 +154,12 @@ class ArrayDataset:
             x /= self._std.astype(self._float)
         return x, self.targets[idx]
 
+    def subset(self, indices) -> "ArrayDataset":
+        """A new ArrayDataset of only ``indices`` (copied), with the same classes and normalisation."""
+        idx = np.asarray(indices, dtype=np.intp)
+        return ArrayDataset(self.inputs[idx], self.targets[idx], mean=self.mean, std=self.std, classes=self.classes,
+                            name=self.name)
+
     def __repr__(self) -> str:
         return (f"ArrayDataset(name={self.name!r}, n={len(self)}, input_shape={self.input_shape}, "
                 f"task={self.task}, num_outputs={self.num_outputs})")
