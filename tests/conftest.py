@@ -140,15 +140,21 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(monkeypatch):
-    """A real HTTP server on 127.0.0.1 (network on for the test): yields (base URL, handler);
-    put bytes in ``handler.files["/path"]`` to serve them."""
+def serve_on_loopback(monkeypatch, handler):
+    """Run ``handler`` (a BaseHTTPRequestHandler class) in a real HTTP server on 127.0.0.1,
+    network on for the test; yields (base URL, handler) and shuts the server down after."""
     monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
-    handler = type("Handler", (_FileHandler,), {"files": {}, "hits": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """yields (base URL, handler); put bytes in ``handler.files["/path"]`` to serve them."""
+    yield from serve_on_loopback(monkeypatch, type("Handler", (_FileHandler,), {"files": {}, "hits": []}))

@@ -101,6 +101,7 @@ def test_offline_env_does_not_touch_network(server, tmp_path, monkeypatch):
 
 import http.server  # noqa: E402
 import threading  # noqa: E402
+from conftest import serve_on_loopback  # noqa: E402
 
 
 class _Streamer(http.server.BaseHTTPRequestHandler):
@@ -145,14 +146,7 @@ class _Streamer(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def streamer(monkeypatch):
-    monkeypatch.delenv("DISTNET_OFFLINE", raising=False)
-    handler = type("H", (_Streamer,), {"sent": [0], "done": threading.Event()})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    httpd.shutdown()
-    httpd.server_close()
+    yield from serve_on_loopback(monkeypatch, type("H", (_Streamer,), {"sent": [0], "done": threading.Event()}))
 
 
 def test_download_past_the_expected_size_is_cut_off(streamer, tmp_path):
