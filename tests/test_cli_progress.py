@@ -23,25 +23,30 @@ def tmux():
 
 def run_in_terminal(tmp_path, args, env_extra=None, wait_for="final test accuracy", timeout=120):
     """Run training in a detached tmux session (a real pseudo-terminal, 150 columns) and
-    return what the screen shows once ``wait_for`` appears."""
-    session = f"distnet-test-{uuid.uuid4().hex[:8]}"
+    return what the screen shows once ``wait_for`` appears.
+
+    Each call gets a tmux server of its own (``-L``, no config file): with the shared default
+    server, a session started just as the previous test's last one was killed met a server
+    on its way out ("server exited unexpectedly", seen once in CI's fresh-clone run)."""
+    server = f"distnet-test-{uuid.uuid4().hex[:8]}"
+    tmux_cmd = [tmux(), "-L", server, "-f", "/dev/null"]
     env = {"PYTHONPATH": str(REPO), "DISTNET_OFFLINE": "1", **(env_extra or {})}
     exports = " ".join(f"{k}={v}" for k, v in env.items())
     command = f"env {exports} {sys.executable} -m distnet.train {' '.join(args)}; sleep 600"
-    subprocess.run([tmux(), "new-session", "-d", "-s", session, "-x", "150", "-y", "40", command],
+    subprocess.run(tmux_cmd + ["new-session", "-d", "-s", "train", "-x", "150", "-y", "40", command],
                    check=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + timeout
         screen = ""
         while time.monotonic() < deadline:
-            screen = subprocess.run([tmux(), "capture-pane", "-p", "-t", session], capture_output=True,
+            screen = subprocess.run(tmux_cmd + ["capture-pane", "-p", "-t", "train"], capture_output=True,
                                     text=True).stdout
             if wait_for in screen:
                 return screen
             time.sleep(0.3)
         raise AssertionError(f"{wait_for!r} never appeared; the screen:\n{screen}")
     finally:
-        subprocess.run([tmux(), "kill-session", "-t", session], capture_output=True)
+        subprocess.run(tmux_cmd + ["kill-server"], capture_output=True)
 
 
 def test_tqdm_bar_in_a_real_terminal(tmp_path):
