@@ -5,7 +5,8 @@ global batch 64, 10 epochs.
     python examples/cnn_sigmoid_mnist.py
     mpirun -n 4 python examples/cnn_sigmoid_mnist.py
 
-The course's source claims 99.07% test accuracy; this prints what it reaches.
+The course's source claims 99.07% test accuracy; this prints what it reaches (89.05% seen
+with mpirun -n 2: 11.35% after epoch 1, 79.95% after epoch 5).
 --max-steps and --limit shorten the run.
 """
 import argparse
