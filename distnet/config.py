@@ -284,7 +284,6 @@ def validate(cfg: TrainConfig) -> None:
 
 def validate_augment_and_regularisers(cfg: TrainConfig, bad) -> None:
     """The CIFAR recipe's settings: augmentation, label smoothing, decay exclusion."""
-    import math
 
     for flag, value in (("augment-crop", cfg.augment_crop), ("augment-cutout", cfg.augment_cutout)):
         if value < 0:

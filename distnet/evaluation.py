@@ -11,13 +11,7 @@ import numpy as np
 
 from .data.loader import shard_bounds
 from .errors import UserError
-from .tasks import check_targets, resolve_loss, task_of
-
-
-def _sums_over(loss) -> bool:
-    """True for a loss that sums over the batch (``MSELoss(reduction="sum")``) instead of
-    averaging: its figure for a data set is the total, not the mean per sample."""
-    return getattr(loss, "reduction", "mean") == "sum"
+from .tasks import check_targets, resolve_loss, sums_over, task_of
 
 
 def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, tta_flip: bool = False,
@@ -52,7 +46,7 @@ def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, tta_flip: 
             if not classify:
                 y = y.astype(dtype, copy=False)
             value = loss(out, y)
-            totals[0] += value if _sums_over(loss) else value * len(y)
+            totals[0] += value if sums_over(loss) else value * len(y)
             if classify:
                 totals[1] += np.count_nonzero(out.argmax(axis=1) == y)
             totals[2] += len(y)
@@ -63,7 +57,7 @@ def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, tta_flip: 
     if comm.size > 1:
         comm.allreduce(totals)
     count = max(totals[2], 1)
-    result = {"loss": float(totals[0] if _sums_over(loss) else totals[0] / count), "samples": int(totals[2])}
+    result = {"loss": float(totals[0] if sums_over(loss) else totals[0] / count), "samples": int(totals[2])}
     if classify:
         result["accuracy"] = float(totals[1] / count)
     return result

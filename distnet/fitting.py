@@ -15,7 +15,6 @@ from .data.loader import GlobalBatchLoader
 from .distributed import DistributedOptimizer, init
 from .distributed.deterministic import DeterministicStep
 from .errors import UserError
-from .evaluation import evaluate
 from .tasks import check_targets, loss_name, probe_outputs, resolve_loss, task_of
 from .nn import set_stat_reducer
 from .trainer import Trainer
@@ -100,8 +99,7 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
     finally:
         model.input_grad = input_grad
         set_stat_reducer(model, None)  # the model leaves fit MPI-free again
-        if trainer.sync.overlap:
-            model.backward_hooks.remove(trainer.sync._on_layer_done)
+        trainer.optimizer.close()
         if trainer.watchdog is not None:
             trainer.watchdog.stop()
     return History(records=trainer.coordinator.records, final=result["eval"], step=result["step"],
@@ -159,7 +157,7 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
         stepper = DeterministicStep(comm, model, micro_batches or 8)
         set_stat_reducer(model, None)
     else:  # BatchNorm statistics of the global batch
-        set_stat_reducer(model, (lambda a: comm.allreduce(a)) if comm.size > 1 else None)
+        set_stat_reducer(model, comm.allreduce if comm.size > 1 else None)
     dist_optimizer = DistributedOptimizer(optimizer, model, comm, op="sum", overlap=overlap and not deterministic,
                                           bucket_mb=bucket_mb)
     settings = {"batch_size": batch_size, "seed": seed, "deterministic": bool(deterministic),
@@ -175,7 +173,7 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
                       total_steps=total_steps, seed=seed, task=task_of(train), deterministic=stepper,
                       eval_batch_size=eval_batch_size, log_every=log_every, tta_flip=tta_flip,
                       watchdog=watchdog, settings=settings,
-                      meta=run_meta(model, train, loss, dataset_name, output_shape), evaluate=evaluate,
+                      meta=run_meta(model, train, loss, dataset_name, output_shape),
                       resume=resume or None, checkpoint_dir=checkpoint_dir)
     origin = (getattr(model, "origin", None) or {}).get("spec") or f"a {len(getattr(model, 'layers', []))}-layer model"
     data_name = dataset_name or getattr(train, "name", "data")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from . import checkpoint as ckpt_io
 from .errors import UserError
 
@@ -23,22 +22,6 @@ REQUIRED = ("model", "input_shape", "num_outputs", "mean", "task")
 # of the registry, whose shapes are fixed.  Lets old checkpoints still be evaluated.
 _KNOWN_SHAPES = {"mnist": [1, 28, 28], "fashion-mnist": [1, 28, 28], "synthetic": [1, 28, 28],
                  "cifar10": [3, 32, 32]}
-
-
-def checkpoint_meta(cfg, train_set) -> dict:
-    """The meta dict of contract B for a model trained by ``cfg`` on ``train_set``."""
-    return {
-        "model": {"spec": cfg.model, "args": {}},
-        "input_shape": [int(d) for d in train_set.input_shape],
-        "num_outputs": int(train_set.num_classes),
-        "classes": [str(c) for c in train_set.classes],
-        "mean": [float(m) for m in train_set.mean],
-        "std": [float(s) for s in train_set.std],
-        "task": "classification",
-        "loss": "cross-entropy",
-        "dataset": cfg.dataset,
-        "distnet_version": __version__,
-    }
 
 
 def _meta_from_config(config: dict, source: str) -> dict:

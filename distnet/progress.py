@@ -41,10 +41,6 @@ class ProgressBar:
         self._started = None
         self._next_line = 0
 
-    @property
-    def uses_tqdm(self) -> bool:
-        return self._tqdm is not None
-
     def _epochs(self, epoch: int) -> str:
         if self.steps_per_epoch:
             return f"epoch {epoch}/{-(-self.total // self.steps_per_epoch)}"

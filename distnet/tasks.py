@@ -92,3 +92,9 @@ def _labels(data) -> np.ndarray:
 
 def _targets(data) -> np.ndarray:
     return np.asarray(data.targets)
+
+
+def sums_over(loss) -> bool:
+    """True for a loss that sums over the batch (``MSELoss(reduction="sum")``) instead of
+    averaging: its figure for a data set is the total, not the mean per sample."""
+    return getattr(loss, "reduction", "mean") == "sum"

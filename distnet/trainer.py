@@ -24,7 +24,9 @@ from .distributed import broadcast_parameters
 from .distributed.checkpoint_broadcast import broadcast_resume_point
 from .distributed.faults import InjectedFault, injected_fault_step
 from .errors import UserError
+from .evaluation import evaluate
 from .optim import evaluation_weights
+from .tasks import sums_over
 
 # Settings that must match between a checkpoint and the run resuming it (when both record them).
 RESUME_MUST_MATCH = ("dataset", "model", "batch_size", "seed", "optimizer", "deterministic", "micro_batches")
@@ -64,27 +66,21 @@ class Trainer:
     def __init__(self, model, loss, optimizer, schedule, loader, comm, coordinator, *, test=None,
                  total_steps: int, seed: int = 0, task: str = "classification", deterministic=None,
                  eval_batch_size: int = 1000, log_every: int = 50, tta_flip: bool = False,
-                 watchdog=None, settings: dict | None = None, meta: dict | None = None, evaluate=None,
+                 watchdog=None, settings: dict | None = None, meta: dict | None = None,
                  resume=None, checkpoint_dir=None):
         self.model, self.criterion, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.loader, self.comm, self.coordinator, self.test_set = loader, comm, coordinator, test
         self.total_steps, self.seed, self.deterministic = total_steps, seed, deterministic
         self.classify = task == "classification"
-        self.mean_loss = getattr(loss, "reduction", "mean") != "sum"
+        self.mean_loss = not sums_over(loss)
         self.eval_batch_size, self.log_every, self.tta_flip = eval_batch_size, log_every, tta_flip
         self.resume, self.checkpoint_dir = resume, checkpoint_dir  # None, "latest" or a path
         self.watchdog = watchdog
         self.settings, self.meta = dict(settings or {}), dict(meta or {})
-        self._evaluate = evaluate
         self.dtype = model.flat_params.dtype
         self.step = 0
         self.stop = StopFlag()
         self._fault_step = injected_fault_step(comm.rank)
-
-    @property
-    def sync(self):
-        """The gradient synchronisation (GradientSync) of the DistributedOptimizer."""
-        return self.optimizer.sync
 
     # --- state ---------------------------------------------------------------------------
     def _buffers(self) -> np.ndarray:
@@ -198,7 +194,7 @@ class Trainer:
         if self.watchdog is not None:
             beat = lambda: self.watchdog.beat(self.step, "evaluation")  # noqa: E731
         with evaluation_weights(self.optimizer.optimizer):  # the weight average, with an EMA
-            return self._evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
+            return evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
                                   comm=self.comm, on_batch=beat, tta_flip=self.tta_flip)
 
     # --- the loop ------------------------------------------------------------------------

@@ -161,22 +161,22 @@ def run(args, comm) -> dict:
 
     if args.batch_size < 1:  # every rank sees this one itself
         raise _SharedError(f"--batch-size: must be >= 1, got {args.batch_size}")
-    prepared = None
+    from ..distributed.checkpoint_broadcast import broadcast_resume_point
+
+    prepared = shared = None
     if comm.rank == 0:
         try:
             ckpt = _read_checkpoint(args)
             prepared = _prepare(args, ckpt)
-            shared = ("ok", ckpt)
+            shared = ("ckpt", (ckpt, str(args.checkpoint)))
         except UserError as exc:
             shared = ("error", str(exc))
-    else:
-        shared = None
-    if comm.size > 1:
-        shared = comm.broadcast_object(shared)
-    if shared[0] == "error":
-        raise _SharedError(shared[1])
+    # raw arrays and a JSON header, as on resume: no rank unpickles what came over the network
+    kind, value = broadcast_resume_point(comm, shared)
+    if kind == "error":
+        raise _SharedError(value)
     if prepared is None:
-        prepared = _prepare(args, shared[1])
+        prepared = _prepare(args, value[0])
     model, meta, data, classes = prepared
     start, stop = shard_bounds(len(data), comm.rank, comm.size)
     confusion, loss_sum = confusion_and_loss(model, data, start, stop, args.batch_size)

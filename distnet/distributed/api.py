@@ -85,6 +85,10 @@ class DistributedOptimizer:
         if self.op == "average" and self.comm.size > 1:
             np.multiply(self.model.flat_grads, 1.0 / self.comm.size, out=self.model.flat_grads)
 
+    def close(self) -> None:
+        """Detach the gradient synchronisation from the model (the overlap hook)."""
+        self.sync.close()
+
     @contextmanager
     def skip_synchronize(self):
         """Inside, ``step()`` does not reduce: for gradients that are already global (as

@@ -21,7 +21,6 @@ not only how they are summed.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .comm import Communicator
 
@@ -37,6 +36,11 @@ class GradientSync:
             self.buckets = self._plan_buckets(bucket_bytes)
             self._bucket_of_layer = {b["last_layer"]: number for number, b in enumerate(self.buckets)}
             model.backward_hooks.append(self._on_layer_done)
+
+    def close(self) -> None:
+        """Detach from the model (its backward hook), so the model can be trained without it."""
+        if self.overlap and self._on_layer_done in self.model.backward_hooks:
+            self.model.backward_hooks.remove(self._on_layer_done)
 
     def _plan_buckets(self, bucket_bytes: int):
         """Group layers, last to first, into buckets of about ``bucket_bytes`` of gradients.

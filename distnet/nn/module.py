@@ -80,7 +80,7 @@ class Module:
 
     def buffers(self) -> list[np.ndarray]:
         """All buffers, in the order of ``modules()`` (own first, then each child's)."""
-        return [array for module in self.modules() for _, array in module.own_buffers()]
+        return [array for _, array in self._named_buffers()]
 
     def own_parameters(self) -> list[Parameter]:
         """Parameters held directly by this module (not by its children)."""
@@ -123,7 +123,7 @@ class Module:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy a ``state_dict()`` back in place (positional: parameters, then buffers)."""
-        targets = [p.data for p in self.parameters()] + [a for _, a in self._named_buffers()]
+        targets = [p.data for p in self.parameters()] + self.buffers()
         if len(state) != len(targets):
             raise ValueError(f"state has {len(state)} arrays, model has {len(targets)} "
                              "parameters and buffers")

@@ -105,7 +105,7 @@ def test_each_step_gradient_is_the_global_batch_mean_for_any_world_size(comm, re
     for world, sub in world_sizes(comm):
         trainer = make_trainer(config(mode), sub)
         if mode == "overlap":
-            assert trainer.sync.overlap and len(trainer.sync.buckets) >= 3, trainer.sync.buckets
+            assert trainer.optimizer.sync.overlap and len(trainer.optimizer.sync.buckets) >= 3, trainer.optimizer.sync.buckets
         records = record_steps(trainer, STEPS, start_params=[r[0] for r in reference])
         counts = sub.allgather(np.array([r[2] for r in records]))  # (world, steps)
         if world == 4:  # the shards really are uneven and empty
