@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The slow-network grid (README.md, "Slow networks"): plain, --overlap, --compress fp16 and both,
+# per model, over the 3-node compose cluster with its links at full speed, 1 Gbit/s and
+# 100 Mbit/s, and prints one table (and the link check of each speed). Run from anywhere:
+#
+#   launch/slownet-bench.sh                       # cnn2 (MNIST) and cifar-resnet (CIFAR-10 subset)
+#   SLOWNET_MODELS=cnn2 SLOWNET_RATES="full 100mbit" launch/slownet-bench.sh
+#
+# How the links are limited: launch/docker-compose.slow.yml on top of docker-compose.yml (only
+# those containers get NET_ADMIN; the base file's cap_drop ALL / no-new-privileges stay), and
+# launch/entrypoint.sh's limit_links shapes each node's egress with tc as root before sshd or
+# the job starts: DISTNET_LINK_RATE=100mbit (tbf), DISTNET_LINK_DELAY=0.5ms (netem; one way,
+# per node, so a round trip gets it twice). This machine's kernel has no sch_netem, so here
+# SLOWNET_DELAY is left empty and the links get their rate only (the script says so).
+# launch/linkcheck.py measures each speed between two workers: TCP throughput and the 1-byte
+# round trip. Scaling model users: those two lines are beta and alpha of the links.
+#
+# Per configuration: one job of `distnet.train` on 3 nodes x 1 rank (workers stay up for a
+# whole link speed; one coordinator per job, `docker-compose run`). Figures come from the
+# job's metrics (train events, every SLOWNET_LOG_EVERY steps): images/s is the median over the
+# windows after the first (warm-up); ms/step = global batch / images/s.
+#
+# Environment: SLOWNET_MODELS (cnn2 cifar-resnet), SLOWNET_RATES (full 1gbit 100mbit),
+# SLOWNET_DELAY (empty; e.g. 0.5ms where netem exists), SLOWNET_CONFIGS (plain overlap fp16
+# overlap+fp16), SLOWNET_STEPS_<model> / SLOWNET_LOG_<model> (cnn2: 40/10, cifar-resnet: 8/2,
+# cifar-cnn: 16/4), SLOWNET_BATCH (128), SLOWNET_JSON (also write the rows there).
+# Uses its own compose project (distnet-slownet) and image tag (distnet-node:slownet), removes
+# the project (containers, network, volumes) at the end; never touches other images or projects.
+set -euo pipefail
+
+main() {
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PROJECT=distnet-slownet
+export DISTNET_IMAGE=distnet-node:slownet
+MODELS=${SLOWNET_MODELS:-cnn2 cifar-resnet}
+RATES=${SLOWNET_RATES:-full 1gbit 100mbit}
+DELAY=${SLOWNET_DELAY:-}
+CONFIGS=${SLOWNET_CONFIGS:-plain overlap fp16 overlap+fp16}
+BATCH=${SLOWNET_BATCH:-128}
+WORK=$(mktemp -d /tmp/slownet-bench.XXXXXX)
+T0=$(date +%s)
+say() { echo "[slownet +$(( $(date +%s) - T0 ))s] $*" >&2; }
+if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=(docker compose); fi
+dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" -f "$ROOT/launch/docker-compose.slow.yml" "$@"; }
+# a Python with numpy for the data files and the table (this checkout's venv if there is one)
+PY=${SLOWNET_PYTHON:-$ROOT/.venv/bin/python}
+[ -x "$PY" ] || PY=$(command -v python3)
+trap 'dc down -v >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+
+# The data as npz files mounted at /datasets, with small test splits (the final evaluation is
+# not what is timed): MNIST's first 8,000 training images (the package's copy: 7,900 / 100),
+# CIFAR-10's exact first 4,000 (../shared/data: 3,900 / 100); no JPEG decoding in the jobs.
+mkdir -p "$WORK/datasets"
+export DISTNET_DATASETS=$WORK/datasets
+PYTHONPATH=$ROOT "$PY" - "$WORK/datasets/mnist8000.npz" <<'PY'
+import sys, numpy as np
+from distnet.data import load_dataset
+d = load_dataset("mnist", "train")
+x, y = np.asarray(d.images[:8000]), np.asarray(d.labels[:8000]).astype(np.int64)
+np.savez(sys.argv[1], x_train=x[:7900], y_train=y[:7900], x_test=x[7900:], y_test=y[7900:])
+PY
+if [[ " $MODELS " == *" cifar-"* ]]; then
+  src=$ROOT/../shared/data/cifar10/cifar10_train_first4000_exact.npz
+  [ -f "$src" ] || src=/work/shared/data/cifar10/cifar10_train_first4000_exact.npz
+  "$PY" - "$src" "$WORK/datasets/cifar4000.npz" <<'PY'
+import sys, numpy as np
+z = np.load(sys.argv[1], allow_pickle=False)
+x = z["x_train_first4000"].transpose(0, 3, 1, 2)
+y = z["y_train_first4000"].astype(np.int64)
+np.savez(sys.argv[2], x_train=x[:3900], y_train=y[:3900], x_test=x[3900:], y_test=y[3900:])
+PY
+fi
+chmod -R a+rX "$WORK"
+
+data_args() {
+  case "$1" in
+    cifar-*) echo "--dataset npz:/datasets/cifar4000.npz --augment-shift 0" ;;
+    *) echo "--dataset npz:/datasets/mnist8000.npz --augment-shift 0" ;;
+  esac
+}
+steps_of() {
+  local var="SLOWNET_STEPS_${1//-/_}" def
+  case "$1" in cnn2) def=40 ;; cifar-resnet) def=8 ;; *) def=16 ;; esac
+  echo "${!var:-$def}"
+}
+log_of() {
+  local var="SLOWNET_LOG_${1//-/_}" def
+  case "$1" in cnn2) def=10 ;; cifar-resnet) def=2 ;; *) def=4 ;; esac
+  echo "${!var:-$def}"
+}
+# TCP segments retransmitted by a node (its network namespace's counter): drops at the shaper
+tcp_retransmits() {
+  docker exec "$1" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+flags_of() {
+  case "$1" in
+    plain) echo "" ;; overlap) echo "--overlap" ;; fp16) echo "--compress fp16" ;;
+    overlap+fp16) echo "--overlap --compress fp16" ;;
+    *) echo "slownet-bench: unknown configuration $1" >&2; exit 2 ;;
+  esac
+}
+
+say "building $DISTNET_IMAGE"
+dc build >"$WORK/build.log" 2>&1 || { tail -20 "$WORK/build.log" >&2; exit 1; }
+: >"$WORK/rows.jsonl"
+for rate in $RATES; do
+  link_rate=$rate; [ "$rate" = full ] && link_rate=""
+  say "link: ${rate}${DELAY:+ + $DELAY one way}: starting the workers"
+  dc down -v >/dev/null 2>&1 || true
+  DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY dc up -d worker >"$WORK/up.log" 2>&1 \
+    || { cat "$WORK/up.log" >&2; exit 1; }
+  sleep 3
+  w1=${PROJECT}_worker_1 w2=${PROJECT}_worker_2
+  for c in "$w1" "$w2"; do docker exec -i "$c" sh -c 'cat > /tmp/linkcheck.py' <"$ROOT/launch/linkcheck.py"; done
+  docker exec -d "$w2" python /tmp/linkcheck.py serve
+  sleep 1
+  ip2=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$w2")
+  link=$(docker exec "$w1" python /tmp/linkcheck.py measure "$ip2" --seconds 3)
+  echo "$rate: $link" | tee -a "$WORK/links.txt" >&2
+  for model in $MODELS; do
+    for config in $CONFIGS; do
+      job="${model}-${rate}-${config}"
+      args="--model $model $(data_args "$model") --batch-size $BATCH --max-steps $(steps_of "$model") \
+--log-every $(log_of "$model") --eval-every 0 --checkpoint-dir /data/$job --metrics /data/$job.jsonl $(flags_of "$config")"
+      say "job $job: $args"
+      retrans0=$(tcp_retransmits "$w1")
+      if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="$args" \
+           dc run --rm coordinator >"$WORK/$job.log" 2>&1; then
+        tail -20 "$WORK/$job.log" >&2; exit 1
+      fi
+      docker run --rm -v "${PROJECT}_runs:/data:ro" --entrypoint cat "$DISTNET_IMAGE" "/data/$job.jsonl" \
+        >"$WORK/$job.jsonl"
+      retrans=$(( $(tcp_retransmits "$w1") - retrans0 ))
+      "$PY" - "$WORK/$job.jsonl" "$model" "$rate" "$config" "$BATCH" "$retrans" >>"$WORK/rows.jsonl" <<'PY'
+import json, statistics, sys
+path, model, rate, config, batch, retrans = sys.argv[1:]
+rates = [r["images_per_sec"] for r in map(json.loads, open(path)) if r.get("event") == "train"]
+used = rates[1:] if len(rates) > 1 else rates
+ips = statistics.median(used)
+print(json.dumps({"model": model, "link": rate, "config": config, "images_per_s": round(ips, 1),
+                  "ms_per_step": round(int(batch) / ips * 1e3, 1),
+                  "spread": [round(min(used), 1), round(max(used), 1)], "windows": len(used),
+                  "worker_1_tcp_retransmits": int(retrans)}))
+PY
+      tail -n1 "$WORK/rows.jsonl" >&2
+    done
+  done
+done
+dc down -v >/dev/null 2>&1 || true
+
+echo
+echo "links (launch/linkcheck.py between two workers; delay: ${DELAY:-none added}):"
+cat "$WORK/links.txt"
+echo
+"$PY" - "$WORK/rows.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+plain = {(r["model"], r["link"]): r["images_per_s"] for r in rows if r["config"] == "plain"}
+print(f"| model | link | config | images/s | ms/step | vs plain | min-max images/s | TCP retransmits (worker 1) |")
+print(f"|---|---|---|---:|---:|---:|---|---:|")
+for r in rows:
+    base = plain.get((r["model"], r["link"]))
+    rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
+    print(f"| {r['model']} | {r['link']} | {r['config']} | {r['images_per_s']:.0f} | {r['ms_per_step']:.0f} | "
+          f"{rel} | {r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {r['worker_1_tcp_retransmits']} |")
+PY
+[ -z "${SLOWNET_JSON:-}" ] || cp "$WORK/rows.jsonl" "$SLOWNET_JSON"
+say "done"
+}
+
+main "$@"
