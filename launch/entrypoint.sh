@@ -76,6 +76,11 @@ check_settings() {
   if [ -n "${DISTNET_IFACE:-}" ] && ! [[ $DISTNET_IFACE =~ ^[A-Za-z0-9_.:-]{1,15}$ ]]; then
     bad_setting "DISTNET_IFACE: not a network interface name: '$DISTNET_IFACE'"
   fi
+  local rate=${DISTNET_LINK_RATE:-} delay=${DISTNET_LINK_DELAY:-}
+  [ -z "$rate" ] || [[ $rate =~ ^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$ ]] \
+    || bad_setting "DISTNET_LINK_RATE: a rate in tc's units (e.g. 1gbit, 100mbit, 800kbit), got '$rate'"
+  [ -z "$delay" ] || [[ $delay =~ ^[0-9]+(\.[0-9]+)?(us|ms)$ ]] \
+    || bad_setting "DISTNET_LINK_DELAY: a one-way delay in us or ms (e.g. 0.5ms), got '$delay'"
   local var
   for var in DISTNET_KNOWN_HOSTS DISTNET_HOST_KEY DISTNET_SSH_KEY DISTNET_HOSTFILE; do
     if [ -n "${!var:-}" ] && [ ! -f "${!var}" ]; then
@@ -96,13 +101,9 @@ warn_unless_tmpfs() {
 # whose queue holds 50 ms. A delay: netem (delay, and the rate if one is given). netem is a
 # kernel module some kernels lack (these build machines: CONFIG_NET_SCH_NETEM unset): then a
 # delay is an error rather than a quietly faster link. launch/linkcheck.py measures the result.
-limit_links() {
+limit_links() {   # (the values were checked by check_settings)
   local rate=${DISTNET_LINK_RATE:-} delay=${DISTNET_LINK_DELAY:-} dev
   [ -n "$rate$delay" ] || return 0
-  [ -z "$rate" ] || [[ $rate =~ ^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$ ]] \
-    || bad_setting "DISTNET_LINK_RATE: a rate in tc's units (e.g. 1gbit, 100mbit, 800kbit), got '$rate'"
-  [ -z "$delay" ] || [[ $delay =~ ^[0-9]+(\.[0-9]+)?(us|ms)$ ]] \
-    || bad_setting "DISTNET_LINK_DELAY: a one-way delay in us or ms (e.g. 0.5ms), got '$delay'"
   command -v tc >/dev/null || { log "DISTNET_LINK_*: tc is not installed (iproute2)"; exit 1; }
   dev=$(ip -o route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
   [ -n "$dev" ] || dev=eth0
@@ -112,8 +113,9 @@ limit_links() {
       || { log "DISTNET_LINK_DELAY: tc netem failed: $err (no NET_ADMIN: use launch/docker-compose.slow.yml; 'unknown qdisc': this kernel has no sch_netem, so no delay can be added)"; exit 1; }
   else
     local burst
-    burst=$("$PY" -c 'import re, sys; m = re.fullmatch(r"([0-9.]+)(bit|kbit|mbit|gbit)", sys.argv[1]); \
-bits = float(m[1]) * {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}[m[2]]; print(max(65536, int(bits / 8 / 1000)))' "$rate")
+    burst=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = substr(r, match(r, /[a-z]+$/));
+      b = n * (u == "gbit" ? 1e9 : u == "mbit" ? 1e6 : u == "kbit" ? 1e3 : 1) / 8 / 1000;
+      printf "%d\n", (b < 65536 ? 65536 : b) }')
     err=$(tc qdisc replace dev "$dev" root tbf rate "$rate" burst "$burst" latency 50ms 2>&1) \
       || { log "DISTNET_LINK_RATE: tc tbf failed: $err (no NET_ADMIN? use launch/docker-compose.slow.yml)"; exit 1; }
   fi

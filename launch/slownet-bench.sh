@@ -18,7 +18,9 @@
 # Per configuration: one job of `distnet.train` on 3 nodes x 1 rank (workers stay up for a
 # whole link speed; one coordinator per job, `docker-compose run`). Figures come from the
 # job's metrics (train events, every SLOWNET_LOG_EVERY steps): images/s is the median over the
-# windows after the first (warm-up); ms/step = global batch / images/s.
+# windows after the first (warm-up); ms/step = global batch / images/s. Two counts that do not
+# depend on the machine's load: the bytes worker 1 sent per step (its eth0 counter over the
+# job / steps; includes start-up and the final evaluation) and its TCP retransmissions.
 #
 # Environment: SLOWNET_MODELS (cnn2 cifar-resnet), SLOWNET_RATES (full 1gbit 100mbit),
 # SLOWNET_DELAY (empty; e.g. 0.5ms where netem exists), SLOWNET_CONFIGS (plain overlap fp16
@@ -89,6 +91,8 @@ log_of() {
   case "$1" in cnn2) def=10 ;; cifar-resnet) def=2 ;; *) def=4 ;; esac
   echo "${!var:-$def}"
 }
+# bytes a node sent (all of its traffic: MPI, ssh, the start-up broadcast and the final evaluation)
+tx_bytes() { docker exec "$1" cat /sys/class/net/eth0/statistics/tx_bytes; }
 # TCP segments retransmitted by a node (its network namespace's counter): drops at the shaper
 tcp_retransmits() {
   docker exec "$1" awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RetransSegs") c = i; h = 1 } else print $c }' /proc/net/snmp
@@ -124,24 +128,26 @@ for rate in $RATES; do
       args="--model $model $(data_args "$model") --batch-size $BATCH --max-steps $(steps_of "$model") \
 --log-every $(log_of "$model") --eval-every 0 --checkpoint-dir /data/$job --metrics /data/$job.jsonl $(flags_of "$config")"
       say "job $job: $args"
-      retrans0=$(tcp_retransmits "$w1")
+      retrans0=$(tcp_retransmits "$w1") tx0=$(tx_bytes "$w1")
       if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="$args" \
            dc run --rm coordinator >"$WORK/$job.log" 2>&1; then
         tail -20 "$WORK/$job.log" >&2; exit 1
       fi
       docker run --rm -v "${PROJECT}_runs:/data:ro" --entrypoint cat "$DISTNET_IMAGE" "/data/$job.jsonl" \
         >"$WORK/$job.jsonl"
-      retrans=$(( $(tcp_retransmits "$w1") - retrans0 ))
-      "$PY" - "$WORK/$job.jsonl" "$model" "$rate" "$config" "$BATCH" "$retrans" >>"$WORK/rows.jsonl" <<'PY'
+      retrans=$(( $(tcp_retransmits "$w1") - retrans0 )) tx=$(( $(tx_bytes "$w1") - tx0 ))
+      "$PY" - "$WORK/$job.jsonl" "$model" "$rate" "$config" "$BATCH" "$retrans" "$tx" "$(steps_of "$model")" \
+        >>"$WORK/rows.jsonl" <<'PY'
 import json, statistics, sys
-path, model, rate, config, batch, retrans = sys.argv[1:]
+path, model, rate, config, batch, retrans, tx, steps = sys.argv[1:]
 rates = [r["images_per_sec"] for r in map(json.loads, open(path)) if r.get("event") == "train"]
 used = rates[1:] if len(rates) > 1 else rates
 ips = statistics.median(used)
 print(json.dumps({"model": model, "link": rate, "config": config, "images_per_s": round(ips, 1),
                   "ms_per_step": round(int(batch) / ips * 1e3, 1),
                   "spread": [round(min(used), 1), round(max(used), 1)], "windows": len(used),
-                  "worker_1_tcp_retransmits": int(retrans)}))
+                  "worker_1_tcp_retransmits": int(retrans),
+                  "worker_1_sent_mb_per_step": round(int(tx) / int(steps) / 1e6, 3)}))
 PY
       tail -n1 "$WORK/rows.jsonl" >&2
     done
@@ -157,13 +163,14 @@ echo
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 plain = {(r["model"], r["link"]): r["images_per_s"] for r in rows if r["config"] == "plain"}
-print(f"| model | link | config | images/s | ms/step | vs plain | min-max images/s | TCP retransmits (worker 1) |")
-print(f"|---|---|---|---:|---:|---:|---|---:|")
+print(f"| model | link | config | images/s | ms/step | vs plain | min-max images/s | MB sent/step (worker 1) | TCP retransmits (worker 1) |")
+print(f"|---|---|---|---:|---:|---:|---|---:|---:|")
 for r in rows:
     base = plain.get((r["model"], r["link"]))
     rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
     print(f"| {r['model']} | {r['link']} | {r['config']} | {r['images_per_s']:.0f} | {r['ms_per_step']:.0f} | "
-          f"{rel} | {r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {r['worker_1_tcp_retransmits']} |")
+          f"{rel} | {r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {r['worker_1_sent_mb_per_step']:.3f} | "
+          f"{r['worker_1_tcp_retransmits']} |")
 PY
 [ -z "${SLOWNET_JSON:-}" ] || cp "$WORK/rows.jsonl" "$SLOWNET_JSON"
 say "done"
