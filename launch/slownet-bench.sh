@@ -19,12 +19,15 @@
 # whole link speed; one coordinator per job, `docker-compose run`). Figures come from the
 # job's metrics (train events, every SLOWNET_LOG_EVERY steps): images/s is the median over the
 # windows after the first (warm-up); ms/step = global batch / images/s. Two counts that do not
-# depend on the machine's load: the bytes worker 1 sent per step (its eth0 counter over the
-# job / steps; includes start-up and the final evaluation) and its TCP retransmissions.
+# depend on the machine's load: the bytes a worker sent per step (the two workers' eth0 counters
+# over the job / steps / 2; includes start-up and the final evaluation) and worker 1's TCP
+# retransmissions. Before the jobs of each speed, a probe job (benchmarks/slownet_probe.py,
+# SLOWNET_PROBE=0 skips it) times the reduction alone, float32 allreduce vs fp16, interleaved
+# round by round: the "time per step in the allreduce", which survives the load far better.
 #
 # Environment: SLOWNET_MODELS (cnn2 cifar-resnet), SLOWNET_RATES (full 1gbit 100mbit),
 # SLOWNET_DELAY (empty; e.g. 0.5ms where netem exists), SLOWNET_CONFIGS (plain overlap fp16
-# overlap+fp16), SLOWNET_STEPS_<model> / SLOWNET_LOG_<model> (cnn2: 40/10, cifar-resnet: 8/2,
+# overlap+fp16; empty: the link checks and probes only), SLOWNET_STEPS_<model> / SLOWNET_LOG_<model> (cnn2: 40/10, cifar-resnet: 8/2,
 # cifar-cnn: 16/4), SLOWNET_BATCH (128), SLOWNET_JSON (also write the rows there).
 # Uses its own compose project (distnet-slownet) and image tag (distnet-node:slownet), removes
 # the project (containers, network, volumes) at the end; never touches other images or projects.
@@ -38,7 +41,7 @@ export DISTNET_IMAGE=distnet-node:slownet
 MODELS=${SLOWNET_MODELS:-cnn2 cifar-resnet}
 RATES=${SLOWNET_RATES:-full 1gbit 100mbit}
 DELAY=${SLOWNET_DELAY:-}
-CONFIGS=${SLOWNET_CONFIGS:-plain overlap fp16 overlap+fp16}
+CONFIGS=${SLOWNET_CONFIGS-plain overlap fp16 overlap+fp16}
 BATCH=${SLOWNET_BATCH:-128}
 WORK=$(mktemp -d /tmp/slownet-bench.XXXXXX)
 T0=$(date +%s)
@@ -73,6 +76,7 @@ y = z["y_train_first4000"].astype(np.int64)
 np.savez(sys.argv[2], x_train=x[:3900], y_train=y[:3900], x_test=x[3900:], y_test=y[3900:])
 PY
 fi
+cp "$ROOT/benchmarks/slownet_probe.py" "$WORK/datasets/"
 chmod -R a+rX "$WORK"
 
 data_args() {
@@ -122,20 +126,31 @@ for rate in $RATES; do
   ip2=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$w2")
   link=$(docker exec "$w1" python /tmp/linkcheck.py measure "$ip2" --seconds 3)
   echo "$rate: $link" | tee -a "$WORK/links.txt" >&2
+  if [ "${SLOWNET_PROBE:-1}" = 1 ]; then
+    # the reduction alone, plain float32 vs fp16, interleaved (benchmarks/slownet_probe.py)
+    say "probe: float32 allreduce vs fp16 at $rate"
+    if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="--model /datasets/slownet_probe.py:model \
+--dataset npz:/datasets/mnist8000.npz --max-steps 1 --eval-every 0 --checkpoint-dir /data/probe-$rate" \
+         dc run --rm coordinator >"$WORK/probe-$rate.log" 2>&1; then
+      tail -20 "$WORK/probe-$rate.log" >&2; exit 1
+    fi
+    grep -a '^slownet-probe: ' "$WORK/probe-$rate.log" | sed "s/^slownet-probe: {/{\"link\": \"$rate\", /" \
+      | tee -a "$WORK/probe.jsonl" >&2
+  fi
   for model in $MODELS; do
     for config in $CONFIGS; do
       job="${model}-${rate}-${config}"
       args="--model $model $(data_args "$model") --batch-size $BATCH --max-steps $(steps_of "$model") \
 --log-every $(log_of "$model") --eval-every 0 --checkpoint-dir /data/$job --metrics /data/$job.jsonl $(flags_of "$config")"
       say "job $job: $args"
-      retrans0=$(tcp_retransmits "$w1") tx0=$(tx_bytes "$w1")
+      retrans0=$(tcp_retransmits "$w1") tx0=$(( $(tx_bytes "$w1") + $(tx_bytes "$w2") ))
       if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="$args" \
            dc run --rm coordinator >"$WORK/$job.log" 2>&1; then
         tail -20 "$WORK/$job.log" >&2; exit 1
       fi
       docker run --rm -v "${PROJECT}_runs:/data:ro" --entrypoint cat "$DISTNET_IMAGE" "/data/$job.jsonl" \
         >"$WORK/$job.jsonl"
-      retrans=$(( $(tcp_retransmits "$w1") - retrans0 )) tx=$(( $(tx_bytes "$w1") - tx0 ))
+      retrans=$(( $(tcp_retransmits "$w1") - retrans0 )) tx=$(( ($(tx_bytes "$w1") + $(tx_bytes "$w2") - tx0) / 2 ))
       "$PY" - "$WORK/$job.jsonl" "$model" "$rate" "$config" "$BATCH" "$retrans" "$tx" "$(steps_of "$model")" \
         >>"$WORK/rows.jsonl" <<'PY'
 import json, statistics, sys
@@ -147,7 +162,7 @@ print(json.dumps({"model": model, "link": rate, "config": config, "images_per_s"
                   "ms_per_step": round(int(batch) / ips * 1e3, 1),
                   "spread": [round(min(used), 1), round(max(used), 1)], "windows": len(used),
                   "worker_1_tcp_retransmits": int(retrans),
-                  "worker_1_sent_mb_per_step": round(int(tx) / int(steps) / 1e6, 3)}))
+                  "worker_sent_mb_per_step": round(int(tx) / int(steps) / 1e6, 3)}))
 PY
       tail -n1 "$WORK/rows.jsonl" >&2
     done
@@ -159,20 +174,34 @@ echo
 echo "links (launch/linkcheck.py between two workers; delay: ${DELAY:-none added}):"
 cat "$WORK/links.txt"
 echo
-"$PY" - "$WORK/rows.jsonl" <<'PY'
+[ ! -s "$WORK/rows.jsonl" ] || "$PY" - "$WORK/rows.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 plain = {(r["model"], r["link"]): r["images_per_s"] for r in rows if r["config"] == "plain"}
-print(f"| model | link | config | images/s | ms/step | vs plain | min-max images/s | MB sent/step (worker 1) | TCP retransmits (worker 1) |")
+print(f"| model | link | config | images/s | ms/step | vs plain | min-max images/s | MB sent/step (mean of 2 workers) | TCP retransmits (worker 1) |")
 print(f"|---|---|---|---:|---:|---:|---|---:|---:|")
 for r in rows:
     base = plain.get((r["model"], r["link"]))
     rel = f"{r['images_per_s'] / base:.2f}x" if base else "-"
     print(f"| {r['model']} | {r['link']} | {r['config']} | {r['images_per_s']:.0f} | {r['ms_per_step']:.0f} | "
-          f"{rel} | {r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {r['worker_1_sent_mb_per_step']:.3f} | "
+          f"{rel} | {r['spread'][0]:.0f}-{r['spread'][1]:.0f} | {r['worker_sent_mb_per_step']:.3f} | "
           f"{r['worker_1_tcp_retransmits']} |")
 PY
-[ -z "${SLOWNET_JSON:-}" ] || cp "$WORK/rows.jsonl" "$SLOWNET_JSON"
+if [ -s "$WORK/probe.jsonl" ]; then
+  echo
+  "$PY" - "$WORK/probe.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+base = {(r["link"], r["size_of"]): r["median_ms"] for r in rows if r["variant"] == "float32"}
+print("| link | gradient of | values | reduction | median ms (min-max) | fp16 / float32 |")
+print("|---|---|---:|---|---|---:|")
+for r in rows:
+    ratio = r["median_ms"] / base[(r["link"], r["size_of"])]
+    print(f"| {r['link']} | {r['size_of']} | {r['values']:,} | {r['variant']} | {r['median_ms']:.1f} "
+          f"({r['min_ms']:.1f}-{r['max_ms']:.1f}) | {ratio:.2f} |")
+PY
+fi
+[ -z "${SLOWNET_JSON:-}" ] || cat "$WORK/rows.jsonl" "$WORK/probe.jsonl" >"$SLOWNET_JSON" 2>/dev/null || true
 say "done"
 }
 
