@@ -130,7 +130,7 @@ for rate in $RATES; do
     # the reduction alone, plain float32 vs fp16, interleaved (benchmarks/slownet_probe.py)
     say "probe: float32 allreduce vs fp16 at $rate"
     if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="--model /datasets/slownet_probe.py:model \
---dataset npz:/datasets/mnist8000.npz --max-steps 1 --eval-every 0 --checkpoint-dir /data/probe-$rate" \
+--dataset npz:/datasets/mnist8000.npz --max-steps 1 --eval-every 0 --timeout 600 --checkpoint-dir /data/probe-$rate" \
          dc run --rm coordinator >"$WORK/probe-$rate.log" 2>&1; then
       tail -20 "$WORK/probe-$rate.log" >&2; exit 1
     fi
@@ -141,7 +141,7 @@ for rate in $RATES; do
     for config in $CONFIGS; do
       job="${model}-${rate}-${config}"
       args="--model $model $(data_args "$model") --batch-size $BATCH --max-steps $(steps_of "$model") \
---log-every $(log_of "$model") --eval-every 0 --checkpoint-dir /data/$job --metrics /data/$job.jsonl $(flags_of "$config")"
+--log-every $(log_of "$model") --eval-every 0 --timeout 600 --checkpoint-dir /data/$job --metrics /data/$job.jsonl $(flags_of "$config")"
       say "job $job: $args"
       retrans0=$(tcp_retransmits "$w1") tx0=$(( $(tx_bytes "$w1") + $(tx_bytes "$w2") ))
       if ! DISTNET_LINK_RATE=$link_rate DISTNET_LINK_DELAY=$DELAY TRAIN_ARGS="$args" \
