@@ -134,6 +134,10 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
         if not checkpoint_dir:
             raise UserError("resume=True needs checkpoint_dir (or a checkpoint path: resume=PATH)")
         resume = "latest"
+    if compress not in (None, "none", "fp16"):
+        raise UserError(f"compress must be one of none, fp16, got {compress!r}")
+    if compress not in (None, "none") and deterministic:
+        raise UserError("compress cannot be combined with deterministic: its rounding depends on the world size")
     shift, image_augment = _augmentation(augment)
     if shift and len(train.input_shape) != 3:
         raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
@@ -155,8 +159,6 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
                               checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                               keep_checkpoints=keep_checkpoints, metrics=metrics,
                               progress=verbose if progress is None else bool(progress), verbose=verbose)
-    if compress not in (None, "none") and deterministic:
-        raise UserError("compress cannot be combined with deterministic: its rounding depends on the world size")
     stepper = None
     if deterministic:
         # ghost batch norm: statistics per micro-batch, the same micro-batches for any world size
