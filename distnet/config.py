@@ -66,6 +66,7 @@ class TrainConfig:
     timeout: float = 300.0
     overlap: bool = False
     bucket_mb: float = 1.0
+    compress: str = "none"
     deterministic: bool = False
     micro_batches: int = 0
     threads: int | None = None
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--timeout", type=float, metavar="SECONDS", help=f"abort when no step completes for this long (default {d.timeout:g})")
     a("--overlap", action="store_true", help="overlap gradient allreduce (in buckets) with backward")
     a("--bucket-mb", type=float, help=f"bucket size for --overlap in MiB (default {d.bucket_mb:g})")
+    a("--compress", choices=("none", "fp16"), help="gradients travel as float16 with error feedback "
+      "(half the bytes; the trajectory is no longer bitwise, so not with --deterministic; default none)")
     a("--deterministic", action="store_true", help="bitwise identical results for any number of ranks (slower)")
     a("--micro-batches", type=int, metavar="K", help="micro-batches per global batch for --deterministic (default: 8 or the world size)")
     a("--threads", type=int, help="BLAS threads per process (default 1: use more ranks for more cores)")
@@ -261,6 +264,10 @@ def validate(cfg: TrainConfig) -> None:
                         ("augment-shift", cfg.augment_shift)):
         if value < 0:
             bad(flag, f"must be >= 0, got {value}")
+    if cfg.compress not in ("none", "fp16"):
+        bad("compress", f"must be none or fp16, got {cfg.compress!r}")
+    if cfg.compress != "none" and cfg.deterministic:
+        bad("compress", "cannot be combined with --deterministic (float16 rounding depends on the world size)")
     validate_augment_and_regularisers(cfg, bad)
     if cfg.eval_every is not None and cfg.eval_every < 0:
         bad("eval-every", f"must be >= 0, got {cfg.eval_every}")

@@ -65,7 +65,8 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
         deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
         micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
         eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
-        verbose: bool = True, dataset_name: str | None = None, config: dict | None = None) -> History:
+        verbose: bool = True, dataset_name: str | None = None, config: dict | None = None,
+        compress: str | None = None) -> History:
     """Train ``model`` (a ``distnet.nn.Sequential``) on ``train`` and return a History.
 
     * ``loss``: ``nn.CrossEntropyLoss()`` (integer labels) or ``nn.MSELoss()`` (float
@@ -82,7 +83,9 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
     * ``augment=K`` shifts training images by up to K pixels; an ``ImageAugment`` (crop,
       flip, cutout) or a pair ``(K, ImageAugment)`` does more.  ``tta_flip`` evaluates on
       the mean output of each test image and its mirror image.  ``overlap`` overlaps the
-      gradient allreduce with backward.  ``metrics`` appends JSON lines to that file;
+      gradient allreduce with backward; ``compress="fp16"`` sends gradients as float16 with
+      error feedback (half the bytes; the trajectory is no longer bitwise; not with
+      ``deterministic``).  ``metrics`` appends JSON lines to that file;
       ``progress`` shows a progress bar (plain lines off a terminal; default: when
       ``verbose``); ``verbose=False`` prints nothing.
     * ``comm``: the communicator (default ``distnet.distributed.init()``).
@@ -112,7 +115,8 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
         deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
         micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
         eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
-        verbose: bool = True, dataset_name: str | None = None, config: dict | None = None) -> Trainer:
+        verbose: bool = True, dataset_name: str | None = None, config: dict | None = None,
+        compress: str | None = None) -> Trainer:
     """The Trainer ``fit`` runs, with its objects built and checked (fit's arguments; the
     command line's tests drive one step by step)."""
     comm = comm if comm is not None else init()
@@ -130,6 +134,10 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
         if not checkpoint_dir:
             raise UserError("resume=True needs checkpoint_dir (or a checkpoint path: resume=PATH)")
         resume = "latest"
+    if compress not in (None, "none", "fp16"):
+        raise UserError(f"compress must be one of none, fp16, got {compress!r}")
+    if compress not in (None, "none") and deterministic:
+        raise UserError("compress cannot be combined with deterministic: its rounding depends on the world size")
     shift, image_augment = _augmentation(augment)
     if shift and len(train.input_shape) != 3:
         raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
@@ -159,7 +167,7 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
     else:  # BatchNorm statistics of the global batch
         set_stat_reducer(model, comm.allreduce if comm.size > 1 else None)
     dist_optimizer = DistributedOptimizer(optimizer, model, comm, op="sum", overlap=overlap and not deterministic,
-                                          bucket_mb=bucket_mb)
+                                          bucket_mb=bucket_mb, compress=compress)
     settings = {"batch_size": batch_size, "seed": seed, "deterministic": bool(deterministic),
                 "micro_batches": (micro_batches or 0) if deterministic else 0,
                 "optimizer": type(optimizer).__name__.lower(), "architecture": repr(model)}

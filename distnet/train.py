@@ -82,7 +82,7 @@ def fit_arguments(cfg, comm, train_set, test_set) -> dict:
                 progress=not cfg.no_progress, deterministic=cfg.deterministic, overlap=cfg.overlap,
                 augment=augment, tta_flip=cfg.tta_flip, comm=comm, micro_batches=cfg.micro_batches,
                 keep_checkpoints=cfg.keep_checkpoints, log_every=cfg.log_every,
-                eval_batch_size=cfg.eval_batch_size, bucket_mb=cfg.bucket_mb,
+                eval_batch_size=cfg.eval_batch_size, bucket_mb=cfg.bucket_mb, compress=cfg.compress,
                 timeout=cfg.timeout if comm.size > 1 else None, dataset_name=cfg.dataset, config=cfg.to_dict())
 
 

@@ -42,6 +42,11 @@
 #   DISTNET_IFACE            (real hosts) the cluster's network interface: sshd listens
 #                            only there; the ranks' MPI sockets (FI_TCP_IFACE) and mpiexec use it
 #   DISTNET_WAIT_TIMEOUT     seconds to wait for the workers (180)
+#   DISTNET_LINK_RATE        (slow-network runs) shape this node's outgoing traffic to this
+#                            rate with tc, e.g. 1gbit, 100mbit (unset: not shaped)
+#   DISTNET_LINK_DELAY       (slow-network runs) add this one-way delay to it, e.g. 0.5ms (netem)
+#                            Both need NET_ADMIN (launch/docker-compose.slow.yml adds it); they
+#                            are applied as root before sshd or the job starts. See limit_links.
 set -euo pipefail
 
 role=${1:-coordinator}
@@ -71,6 +76,11 @@ check_settings() {
   if [ -n "${DISTNET_IFACE:-}" ] && ! [[ $DISTNET_IFACE =~ ^[A-Za-z0-9_.:-]{1,15}$ ]]; then
     bad_setting "DISTNET_IFACE: not a network interface name: '$DISTNET_IFACE'"
   fi
+  local rate=${DISTNET_LINK_RATE:-} delay=${DISTNET_LINK_DELAY:-}
+  [ -z "$rate" ] || [[ $rate =~ ^[0-9]+(\.[0-9]+)?(bit|kbit|mbit|gbit)$ ]] \
+    || bad_setting "DISTNET_LINK_RATE: a rate in tc's units (e.g. 1gbit, 100mbit, 800kbit), got '$rate'"
+  [ -z "$delay" ] || [[ $delay =~ ^[0-9]+(\.[0-9]+)?(us|ms)$ ]] \
+    || bad_setting "DISTNET_LINK_DELAY: a one-way delay in us or ms (e.g. 0.5ms), got '$delay'"
   local var
   for var in DISTNET_KNOWN_HOSTS DISTNET_HOST_KEY DISTNET_SSH_KEY DISTNET_HOSTFILE; do
     if [ -n "${!var:-}" ] && [ ! -f "${!var}" ]; then
@@ -85,8 +95,36 @@ warn_unless_tmpfs() {
     || log "warning: $1 is not a tmpfs: its private key stays in the container's writable layer (mount one: --tmpfs $1)"
 }
 
+# Shape this node's egress (DISTNET_LINK_RATE, DISTNET_LINK_DELAY) on the interface of its
+# default route. Every node does it, so each direction of every link is limited once. A rate
+# alone: tbf, whose bucket holds 1 ms of traffic but at least 64 KiB (one GSO packet) and
+# whose queue holds 50 ms. A delay: netem (delay, and the rate if one is given). netem is a
+# kernel module some kernels lack (these build machines: CONFIG_NET_SCH_NETEM unset): then a
+# delay is an error rather than a quietly faster link. launch/linkcheck.py measures the result.
+limit_links() {   # (the values were checked by check_settings)
+  local rate=${DISTNET_LINK_RATE:-} delay=${DISTNET_LINK_DELAY:-} dev
+  [ -n "$rate$delay" ] || return 0
+  command -v tc >/dev/null || { log "DISTNET_LINK_*: tc is not installed (iproute2)"; exit 1; }
+  dev=$(ip -o route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  [ -n "$dev" ] || dev=eth0
+  local err
+  if [ -n "$delay" ]; then
+    err=$(tc qdisc replace dev "$dev" root netem delay "$delay" ${rate:+rate "$rate"} limit 10000 2>&1) \
+      || { log "DISTNET_LINK_DELAY: tc netem failed: $err (no NET_ADMIN: use launch/docker-compose.slow.yml; 'unknown qdisc': this kernel has no sch_netem, so no delay can be added)"; exit 1; }
+  else
+    local burst
+    burst=$(awk -v r="$rate" 'BEGIN { n = r + 0; u = substr(r, match(r, /[a-z]+$/));
+      b = n * (u == "gbit" ? 1e9 : u == "mbit" ? 1e6 : u == "kbit" ? 1e3 : 1) / 8 / 1000;
+      printf "%d\n", (b < 65536 ? 65536 : b) }')
+    err=$(tc qdisc replace dev "$dev" root tbf rate "$rate" burst "$burst" latency 50ms 2>&1) \
+      || { log "DISTNET_LINK_RATE: tc tbf failed: $err (no NET_ADMIN? use launch/docker-compose.slow.yml)"; exit 1; }
+  fi
+  log "link limited: $(tc qdisc show dev "$dev" | head -n1)"
+}
+
 worker() {
   [ "$(id -u)" = 0 ] || { log "the worker role runs sshd and must start as root"; exit 1; }
+  limit_links
   local keydir=/run/distnet listen=""
   mkdir -p /run/sshd "$keydir" "$RDV/hostkeys"
   chmod 700 "$keydir"
@@ -154,6 +192,7 @@ stop_worker() {
 
 coordinator() {
   [ "$(id -u)" = 0 ] || { log "the coordinator role must start as root (it drops to $RUNAS for the job)"; exit 1; }
+  limit_links
   local data=${DISTNET_DATA_DIR:-/data} ppn=${DISTNET_PROCS_PER_NODE:-1} workers=${DISTNET_WORKERS:-2}
   local ssh_dir=$HOME_DIR/.ssh uid
   uid=$(id -u "$RUNAS")

@@ -67,16 +67,19 @@ class DistributedOptimizer:
 
     ``overlap=True`` starts the reduction in buckets while backward is still running (see
     ``sync.py``); it registers a hook on the model, so use one DistributedOptimizer per model.
+    ``compress="fp16"`` sends the gradients as float16 with error feedback (``compress.py``):
+    half the bytes, and no longer the bitwise trajectory of one process.
     The wrapped optimizer's attributes (``lr``, ``state_dict``...) are reachable through this
     object.
     """
 
     def __init__(self, optimizer, model, comm: Communicator, *, op: str = "average",
-                 overlap: bool = False, bucket_mb: float = 1.0):
+                 overlap: bool = False, bucket_mb: float = 1.0, compress: str | None = None):
         if op not in ("average", "sum"):
             raise ValueError(f"op must be 'average' or 'sum', got {op!r}")
         self.optimizer, self.model, self.comm, self.op = optimizer, model, comm, op
-        self.sync = GradientSync(comm, model, overlap=overlap, bucket_bytes=int(bucket_mb * (1 << 20)))
+        self.sync = GradientSync(comm, model, overlap=overlap, bucket_bytes=int(bucket_mb * (1 << 20)),
+                                 compress=compress)
         self._skip = False
 
     def synchronize(self) -> None:

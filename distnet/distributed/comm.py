@@ -29,6 +29,15 @@ class Communicator:
         """Start an in-place SUM allreduce; returns an object with ``wait()``."""
         raise NotImplementedError
 
+    def ialltoall(self, send: np.ndarray, recv: np.ndarray):
+        """Start an alltoall: row p of ``send`` (shape (size, ...)) goes to rank p, which
+        receives it as row ``rank`` of its ``recv``; returns an object with ``wait()``."""
+        raise NotImplementedError
+
+    def iallgather(self, send: np.ndarray, recv: np.ndarray):
+        """Start an allgather into ``recv`` (shape (size,) + send.shape), in rank order."""
+        raise NotImplementedError
+
     def broadcast(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         """In place: every rank's buf becomes root's."""
         raise NotImplementedError
@@ -67,6 +76,14 @@ class SingleProcessCommunicator(Communicator):
         return buf
 
     def iallreduce(self, buf):
+        return _Done()
+
+    def ialltoall(self, send, recv):
+        recv[...] = send
+        return _Done()
+
+    def iallgather(self, send, recv):
+        recv[0] = send
         return _Done()
 
     def broadcast(self, buf, root=0):

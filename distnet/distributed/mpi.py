@@ -31,6 +31,12 @@ class MPICommunicator(Communicator):
     def iallreduce(self, buf):
         return self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
 
+    def ialltoall(self, send, recv):
+        return self.comm.Ialltoall(send, recv)
+
+    def iallgather(self, send, recv):
+        return self.comm.Iallgather(send, recv)
+
     def broadcast(self, buf, root=0):
         self.comm.Bcast(buf, root=root)
         return buf

@@ -16,6 +16,9 @@ a step, and ``finish()`` starts, in that same order, every bucket that backward 
 started, before waiting for them all.  Whatever mix of "backward ran" and "backward did not
 run" the ranks are in, each issues bucket 0, 1, 2, ... exactly once.
 
+Compression (``--compress fp16``, ``compress.py``): the same buckets and order, each reduced
+by the compression's ``start(view)`` instead of ``iallreduce``.
+
 Deterministic mode lives in ``deterministic.py``: it changes how gradients are computed,
 not only how they are summed.
 """
@@ -23,11 +26,15 @@ from __future__ import annotations
 
 
 from .comm import Communicator
+from .compress import make_compression
 
 
 class GradientSync:
-    def __init__(self, comm: Communicator, model, overlap: bool = False, bucket_bytes: int = 1 << 20):
+    def __init__(self, comm: Communicator, model, overlap: bool = False, bucket_bytes: int = 1 << 20,
+                 compress: str | None = None):
         self.comm = comm
+        self.compression = make_compression(compress, comm, model.flat_grads)
+        self._start = self.compression.start if self.compression is not None else comm.iallreduce
         self.model = model
         self.grads = model.flat_grads
         self.overlap = overlap and comm.size > 1
@@ -85,7 +92,7 @@ class GradientSync:
         for number in range(len(self._pending), last + 1):
             bucket = self.buckets[number]
             view = self.grads[bucket["start"]:bucket["stop"]]
-            self._pending.append(self.comm.iallreduce(view))
+            self._pending.append(self._start(view))
 
     def finish(self) -> None:
         """Make ``model.flat_grads`` the global-batch mean gradient on every rank.
@@ -99,5 +106,7 @@ class GradientSync:
             for request in self._pending:
                 request.wait()
             self._pending.clear()
+        elif self.compression is not None:
+            self.compression.allreduce(self.grads)
         else:
             self.comm.allreduce(self.grads)
