@@ -171,6 +171,8 @@ def compute_main(args) -> int:
     m["note"] = args.note
     m["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     merge_out(args.out, lambda d: d.setdefault("compute", {}).__setitem__(args.compute, m))
+    if args.print_json:
+        print(json.dumps(m))
     return 0
 
 
@@ -184,6 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="more (>1) or fewer repetitions per size (--link)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "calibration.json"))
     p.add_argument("--note", default="", help="conditions to record with the figures")
+    p.add_argument("--print-json", action="store_true", help="(--compute) also print the result as one JSON line")
     args = p.parse_args(argv)
     if bool(args.link) == bool(args.compute):
         p.error("give exactly one of --link NAME (under mpirun) or --compute MODEL")

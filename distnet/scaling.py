@@ -151,6 +151,48 @@ def hierarchical_allreduce_time(nodes: int, ppn: int, nbytes: float, count: int,
     return reduce + inter + bcast, label
 
 
+# --- --compress fp16: alltoall + allgather of float16 chunks (distnet/distributed/compress.py) --
+# It never asks MPI to sum float16: an (I)alltoall sends chunk q of every rank to rank q, which
+# sums in float32 and an (I)allgather shares the sums. MPICH 5.0.2's selection (the same JSON):
+# ialltoall, p < 8: per-destination <= 32768 B -> permuted sendrecv, else pairwise; p >= 8:
+# <= 2048 B -> Bruck, <= 32768 B -> permuted sendrecv, else pairwise. iallgather: p a power of
+# two and total < 524288 B -> recursive doubling, else ring; other p: total < 81920 B -> Bruck,
+# else ring.
+FP16_SCALE_BYTES = 4  # each chunk carries its float32 scale (two uint16 words)
+
+
+def alltoall_time(p: int, per_dest_bytes: float, link: Link) -> tuple[float, str]:
+    if p == 1:
+        return 0.0, "none"
+    if p >= 8 and per_dest_bytes <= 2048:  # Bruck: ceil(lg p) rounds of about half the data
+        return math.ceil(math.log2(p)) * (link.alpha + per_dest_bytes * p / 2 * link.beta), "bruck"
+    name = "permuted_sendrecv" if per_dest_bytes <= 32768 else "pairwise"
+    return (p - 1) * (link.alpha + per_dest_bytes * link.beta), name
+
+
+def allgather_time(p: int, total_bytes: float, link: Link) -> tuple[float, str]:
+    if p == 1:
+        return 0.0, "none"
+    volume = (p - 1) / p * total_bytes * link.beta
+    if p == pof2_floor(p) and total_bytes < 524288:
+        return math.log2(p) * link.alpha + volume, "recursive_doubling"
+    if p != pof2_floor(p) and total_bytes < 81920:
+        return math.ceil(math.log2(p)) * link.alpha + volume, "bruck"
+    return (p - 1) * link.alpha + volume, "ring"
+
+
+def fp16_reduce_time(p: int, count: int, link: Link) -> tuple[float, str]:
+    """Wire time of compress.py's two collectives for ``count`` gradient values on p ranks."""
+    if p == 1:
+        return 0.0, "none"
+    chunk_bytes = 2 * math.ceil(count / p) + FP16_SCALE_BYTES
+    t1, a1 = alltoall_time(p, chunk_bytes, link)
+    t2, a2 = allgather_time(p, p * chunk_bytes, link)
+    # the owner's float32 sum of p chunks: (p - 1) additions of a chunk, like an allreduce's gamma
+    t3 = (p - 1) * math.ceil(count / p) * 4 * link.gamma
+    return t1 + t2 + t3, f"fp16 alltoall({a1}) + allgather({a2})"
+
+
 # --- compute ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Compute:
@@ -160,6 +202,7 @@ class Compute:
     per_sample: float
     backward_share: float = 0.6
     samples: tuple = ()
+    fp16_codec_s: float = 0.0  # --compress fp16's encode/decode/residual work per step (measured)
 
     def step(self, batch: float) -> float:
         return self.intercept + self.per_sample * batch if batch > 0 else self.intercept
@@ -347,17 +390,25 @@ def predict(setting: Setting, comms: ModelComms, compute: Compute, net: Link, sh
         return hierarchical_allreduce_time(setting.nodes, setting.ppn, nb, cnt, net, shm,
                                            nonblocking=nonblocking)
 
+    def grads(cnt, nonblocking=False):
+        if setting.compress == "fp16":  # over all w ranks (compress.py uses the whole communicator)
+            return fp16_reduce_time(w, cnt, net if setting.nodes > 1 else shm)
+        return reduce(cnt * itemsize, cnt, nonblocking)
+
     if setting.overlap and w > 1:
-        sizes = buckets(comms.layer_sizes, itemsize, setting.bucket_bytes) or [count]
-        times = [reduce(c * itemsize, c, nonblocking=True) for c in sizes]
+        # buckets are planned on the float32 buffer (GradientSync's bucket_bytes)
+        sizes = buckets(comms.layer_sizes, comms.grad_itemsize, setting.bucket_bytes) or [count]
+        times = [grads(c, nonblocking=True) for c in sizes]
         grad_s = sum(t for t, _ in times)
         algorithm = times[-1][1]
         # at most what runs while backward still works: every bucket but the last (it is
         # ready only when backward ends), and never more than the backward time itself
         hidden = min(sum(t for t, _ in times[:-1]), compute_s * compute.backward_share)
     else:
-        grad_s, algorithm = reduce(nbytes, count)
+        grad_s, algorithm = grads(count)
         hidden = 0.0
+    codec_s = compute.fp16_codec_s if setting.compress == "fp16" and w > 1 else 0.0
+    compute_s += codec_s  # encode/decode/error feedback: CPU time on the critical path
     stats_s, _ = reduce(STATS_COUNT * 8, STATS_COUNT)
     bn_s = sum(reduce((2 * c + 1) * 8, 2 * c + 1)[0] + reduce(2 * c * 8, 2 * c)[0]
                for c in comms.batchnorm_channels)
@@ -369,7 +420,8 @@ def predict(setting: Setting, comms: ModelComms, compute: Compute, net: Link, sh
     return {"nodes": setting.nodes, "ranks": w, "per_rank_batch": per_rank, "global_batch": global_batch,
             "compute_s": compute_s, "comm_s": comm_s, "grad_allreduce_s": grad_s, "hidden_s": hidden,
             "stats_s": stats_s, "batchnorm_s": bn_s, "step_s": step_s, "images_per_s": images,
-            "efficiency": efficiency, "algorithm": algorithm, "grad_bytes": nbytes, "cpu_share": share}
+            "efficiency": efficiency, "algorithm": algorithm, "grad_bytes": nbytes, "cpu_share": share,
+            "fp16_codec_s": codec_s}
 
 
 # --- calibration files ----------------------------------------------------------------------
@@ -409,7 +461,8 @@ def compute_from(doc: dict, model: str) -> Compute:
         raise ScalingError("--model", f"no compute measurement of {model!r} in the calibration "
                                       f"(it has: {known}; run benchmarks/calibrate_links.py --compute {model})") from None
     a, b = fit_line([p[0] for p in pts], [p[1] for p in pts])
-    return Compute(max(a, 0.0), b, float(entry.get("backward_share", 0.6)), tuple(pts))
+    return Compute(max(a, 0.0), b, float(entry.get("backward_share", 0.6)), tuple(pts),
+                   float(entry.get("fp16_codec_s", 0.0)))
 
 
 def measure_compute(model: str, batch_sizes, seconds: float = 1.0) -> dict:
@@ -429,7 +482,46 @@ def measure_compute(model: str, batch_sizes, seconds: float = 1.0) -> dict:
         t0 = time.perf_counter(); fwd(); fwd(); f = time.perf_counter() - t0
         shares.append(max(0.0, min(1.0, 1 - f / full)))
     shares.sort()
-    return {"samples": samples, "backward_share": shares[len(shares) // 2]}
+    out = {"samples": samples, "backward_share": shares[len(shares) // 2]}
+    codec = measure_fp16_codec(model_comms(model).grad_count)
+    if codec is not None:
+        out["fp16_codec_s"] = codec
+    return out
+
+
+def measure_fp16_codec(count: int, seconds: float = 0.5):
+    """CPU seconds per step of --compress fp16's own work on ``count`` values, or None where
+    distnet.distributed.compress is not there: the residual add, encode and residual update of
+    step 1, the decode and sum of the owned chunk and its encode in step 2 (about one more pass
+    over the values, summed over the ranks' chunks), and the final decode."""
+    try:
+        from .distributed.compress import _SCALE_WORDS, decode, encode
+    except ImportError:
+        return None
+    import time
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grads = (rng.standard_normal(count) * 1e-4).astype(np.float32)
+    residual = np.zeros_like(grads)
+    rows = np.empty((1, count), dtype=np.float32)
+    words = np.empty((1, _SCALE_WORDS + count), dtype=np.uint16)
+
+    def one_step():
+        np.add(grads, residual, out=rows[0])
+        sent = encode(rows, words)
+        np.subtract(rows[0], sent.reshape(-1)[:count], out=residual)
+        summed = decode(words, np.float32).sum(axis=0)
+        encode(summed[None], words)
+        decode(words, np.float32)
+
+    one_step()
+    reps, t0 = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - t0 < seconds:
+        one_step()
+        reps += 1
+    return (time.perf_counter() - t0) / reps
 
 
 def _forward_only(model_name: str, batch: int):

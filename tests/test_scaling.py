@@ -83,8 +83,37 @@ def test_fp16_halves_the_gradient_bytes():
     s32 = scaling.predict(scaling.Setting(8, global_batch=64), _comms(), COMPUTE, LINK)
     s16 = scaling.predict(scaling.Setting(8, global_batch=64, compress="fp16"), _comms(), COMPUTE, LINK)
     assert s32["grad_bytes"] == 400_000 and s16["grad_bytes"] == 200_000
-    assert s16["grad_allreduce_s"] == pytest.approx(scaling.rabenseifner_time(8, 200_000, LINK))
     assert s32["grad_allreduce_s"] == pytest.approx(scaling.rabenseifner_time(8, 400_000, LINK))
+    assert s16["grad_allreduce_s"] == pytest.approx(scaling.fp16_reduce_time(8, 100_000, LINK)[0])
+    # the bandwidth term of the two collectives is half the float32 Rabenseifner's
+    no_latency = Link(0.0, B, 0.0)
+    t16 = scaling.fp16_reduce_time(8, 100_000, no_latency)[0]
+    t32 = scaling.rabenseifner_time(8, 400_000, no_latency)
+    assert t16 == pytest.approx(t32 / 2, rel=1e-3)  # (+ the 4-byte scale per chunk)
+
+
+def test_fp16_collectives_by_hand_and_their_algorithm_switches():
+    # p=4, 1000 values: chunks of 250 float16 + a 4-byte scale = 504 bytes per destination
+    t, algo = scaling.fp16_reduce_time(4, 1000, LINK)
+    alltoall = 3 * (A + 504 * B)                     # permuted sendrecv (p < 8, <= 32768 B)
+    allgather = 2 * A + (3 / 4) * 4 * 504 * B        # recursive doubling (p = 4, total < 512 KiB)
+    reduce = 3 * 250 * 4 * G
+    assert t == pytest.approx(alltoall + allgather + reduce) and "permuted_sendrecv" in algo
+    assert scaling.alltoall_time(16, 2048, LINK)[1] == "bruck"
+    assert scaling.alltoall_time(16, 2049, LINK)[1] == "permuted_sendrecv"
+    assert scaling.alltoall_time(4, 40000, LINK) == (pytest.approx(3 * (A + 40000 * B)), "pairwise")
+    assert scaling.allgather_time(8, 524288, LINK)[1] == "ring"
+    assert scaling.allgather_time(6, 81919, LINK)[1] == "bruck"
+    assert scaling.allgather_time(6, 81920, LINK) == (pytest.approx(5 * A + 5 / 6 * 81920 * B), "ring")
+    assert scaling.fp16_reduce_time(1, 1000, LINK) == (0.0, "none")
+
+
+def test_fp16_codec_time_is_compute_on_the_critical_path():
+    codec = scaling.Compute(2e-3, 1e-4, 0.5, fp16_codec_s=3e-3)
+    r = scaling.predict(scaling.Setting(8, global_batch=64, compress="fp16"), _comms(), codec, LINK)
+    assert r["fp16_codec_s"] == 3e-3 and r["compute_s"] == pytest.approx(2e-3 + 8 * 1e-4 + 3e-3)
+    one = scaling.predict(scaling.Setting(1, global_batch=64, compress="fp16"), _comms(), codec, LINK)
+    assert one["fp16_codec_s"] == 0.0 and one["comm_s"] == 0.0  # one rank: nothing travels
 
 
 def test_step_is_compute_at_the_per_rank_batch_plus_every_collective():
