@@ -15,7 +15,6 @@ Examples::
     python -m distnet.bench                                  # everything, a few minutes
     python -m distnet.bench --models lenet5 --batch-sizes 64 --threads 1 --seconds 5
     python -m distnet.bench --json results.json
-    python -m distnet.bench --predict --nodes 8,32,128,512 --bandwidth 10Gbit --latency 5us
 """
 from __future__ import annotations
 
@@ -218,9 +217,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    if "--predict" in (sys.argv[1:] if argv is None else argv):  # the scaling model (distnet/scaling.py)
-        from . import scaling
-        return scaling.main(argv)
     args = parse_args(argv)
     if args.worker:
         worker(args)
@@ -248,4 +244,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if "--predict" in sys.argv[1:]:  # the scaling model, distnet/scaling.py (its main(argv) for the API)
+        from distnet import scaling
+        raise SystemExit(scaling.main(sys.argv[1:]))
     raise SystemExit(main())

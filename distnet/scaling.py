@@ -414,9 +414,11 @@ def predict(setting: Setting, comms: ModelComms, compute: Compute, net: Link, sh
                for c in comms.batchnorm_channels)
     comm_s = grad_s - hidden + stats_s + bn_s
     step_s = compute_s + comm_s
-    one_rank_s = compute.step(global_batch)
     images = global_batch / step_s
-    efficiency = one_rank_s / (w * step_s)
+    if setting.per_rank_batch is not None:  # weak scaling: against one rank at the same batch
+        efficiency = compute.step(per_rank) / step_s
+    else:  # strong scaling: against one rank doing the whole global batch
+        efficiency = compute.step(global_batch) / (w * step_s)
     return {"nodes": setting.nodes, "ranks": w, "per_rank_batch": per_rank, "global_batch": global_batch,
             "compute_s": compute_s, "comm_s": comm_s, "grad_allreduce_s": grad_s, "hidden_s": hidden,
             "stats_s": stats_s, "batchnorm_s": bn_s, "step_s": step_s, "images_per_s": images,
@@ -615,9 +617,14 @@ def format_rows(rows, info, args) -> str:
         lines.append(f"{r['nodes']:6d} {r['per_rank_batch']:10d} {r['compute_s'] * 1e3:10.3f} "
                      f"{r['comm_s'] * 1e3:9.3f} {r['step_s'] * 1e3:9.3f} {r['images_per_s']:10.0f} "
                      f"{r['efficiency'] * 100:9.1f}%  {r['algorithm']}")
+    if args.compress == "fp16" and not compute.fp16_codec_s:
+        lines.append("(fp16's encode/decode CPU time was not measured into this calibration: "
+                     "compute excludes it; rerun calibrate_links.py --compute with distnet.distributed.compress)")
     if any(r["global_batch"] < r["ranks"] for r in rows):
         lines.append("(ranks beyond the global batch get no samples: they only wait in the allreduce)")
-    lines.append("efficiency: one rank's step on the whole global batch / (ranks x predicted step)")
+    lines.append("efficiency: one rank's step at the same per-rank batch / predicted step (weak scaling)"
+                 if args.per_rank_batch else
+                 "efficiency: one rank's step on the whole global batch / (ranks x predicted step)")
     return "\n".join(lines)
 
 

@@ -128,6 +128,12 @@ def test_step_is_compute_at_the_per_rank_batch_plus_every_collective():
     assert r["efficiency"] == pytest.approx((2e-3 + 100 * 1e-4) / (8 * r["step_s"]))
 
 
+def test_weak_scaling_keeps_the_per_rank_batch():
+    r = scaling.predict(scaling.Setting(32, per_rank_batch=16), _comms(), COMPUTE, LINK)
+    assert r["global_batch"] == 512 and r["per_rank_batch"] == 16
+    assert r["efficiency"] == pytest.approx((2e-3 + 16 * 1e-4) / r["step_s"])
+
+
 def test_batchnorm_layers_add_two_small_allreduces_each():
     comms = _comms()
     comms.batchnorm_channels = [16]
