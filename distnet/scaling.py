@@ -1,6 +1,7 @@
 """A scaling model: predicted step time, images/s and efficiency of distnet on W nodes.
 
 ``python -m distnet.bench --predict --nodes 8,32,128,512 --bandwidth 10Gbit --latency 5us``
+(bench's ``__main__`` hands ``--predict`` to :func:`main` here; call ``scaling.main(argv)`` from Python)
 
 Why a model: all that can be measured here is three containers on two shared cores. A
 data-parallel step is ``compute(per-rank batch) + allreduce(flat gradient) + small
