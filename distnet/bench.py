@@ -244,4 +244,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if "--predict" in sys.argv[1:]:  # the scaling model, distnet/scaling.py (its main(argv) for the API)
+        from distnet import scaling
+        raise SystemExit(scaling.main(sys.argv[1:]))
     raise SystemExit(main())
