@@ -10,12 +10,21 @@
 #                                        `docker run` (persistent host keys and known_hosts,
 #                                        restrict'ed authorized_keys, DISTNET_IFACE), then the
 #                                        same job with a wrong known_hosts, which must fail
+#   launch/compose-smoke.sh --elastic    also: DISTNET_ELASTIC=1, kill a worker mid-training;
+#                                        the job must continue on the other 2 nodes by itself,
+#                                        exit 0, and end with the parameters of an
+#                                        uninterrupted run (bitwise: --deterministic); prints
+#                                        the time to continue and the steps lost
+#   launch/compose-smoke.sh --no-base ... skip the 3-node epoch (and its checks): only the
+#                                        tests named beside it (CI: --elastic --no-base)
 #
 # It prepares the machine with ../shared/tools/container-host.sh when docker is not ready,
 # uses its own compose project (distnet-smoke), removes it (containers, network, volumes)
 # at the end, and exits non-zero on any failure. Environment: SMOKE_WORKERS (2),
 # SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
-# SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds).
+# SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds), SMOKE_PROJECT (distnet-smoke:
+# another name lets two smoke tests run side by side), SMOKE_IMAGE (distnet-node:latest, the
+# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT (step 35).
 set -euo pipefail
 
 # The whole script is one function, parsed before it runs: editing the file while it runs
@@ -24,24 +33,28 @@ main() {
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-KILL_TEST=0 COMPARE=0 HOSTS_TEST=0
+KILL_TEST=0 COMPARE=0 HOSTS_TEST=0 ELASTIC_TEST=0 BASE=1
 for arg in "$@"; do
   case "$arg" in
     --kill-test) KILL_TEST=1 ;;
+    --elastic) ELASTIC_TEST=1 ;;
+    --no-base) BASE=0 ;;
     --compare) COMPARE=1 ;;
     --hosts-test) HOSTS_TEST=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/{/^set -e/!p}' "$0"; exit 0 ;;
     *) echo "compose-smoke: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
-PROJECT=distnet-smoke
+PROJECT=${SMOKE_PROJECT:-distnet-smoke}
+[[ $PROJECT =~ ^[a-z0-9][a-z0-9_-]*$ ]] || { echo "compose-smoke: SMOKE_PROJECT: not a compose project name: '$PROJECT'" >&2; exit 2; }
 WORKERS=${SMOKE_WORKERS:-2}
 PPN=${SMOKE_PPN:-1}
 TRAIN=${SMOKE_TRAIN_ARGS:---epochs 1}
 MIN_ACC=${SMOKE_MIN_ACCURACY:-0.9}
 KILL_DEADLINE=${SMOKE_KILL_DEADLINE:-30}
-IMAGE=distnet-node:latest
+IMAGE=${SMOKE_IMAGE:-distnet-node:latest}
+export DISTNET_IMAGE=$IMAGE   # docker-compose.yml's image: what is built and run
 LOGDIR=$(mktemp -d /tmp/compose-smoke.XXXXXX)
 T0=$(date +%s)
 
@@ -59,9 +72,9 @@ fi
 if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=(docker compose); fi
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
 
-HOSTS_NET=distnet-smoke-hosts
+HOSTS_NET=$PROJECT-hosts
 hosts_cleanup() {
-  docker rm -f distnet-smoke-node0 distnet-smoke-node1 distnet-smoke-node2 >/dev/null 2>&1 || true
+  docker rm -f "$PROJECT-node0" "$PROJECT-node1" "$PROJECT-node2" >/dev/null 2>&1 || true
   docker network rm "$HOSTS_NET" >/dev/null 2>&1 || true
 }
 cleanup() {
@@ -165,6 +178,8 @@ found=$(docker run --rm --network none "$IMAGE" sh -c \
 
 # 3. The job: 1 coordinator + WORKERS workers, PPN processes each.
 nodes=$((WORKERS + 1))
+MULTI_SECONDS=none
+if [ $BASE = 1 ]; then
 say "training on $nodes nodes x $PPN process(es): TRAIN_ARGS=$TRAIN"
 up_job "$LOGDIR/up.log" "$WORKERS" "$TRAIN"
 grep -E "coordinator" "$LOGDIR/up.log" | grep -vE "^(Creating|Starting|Stopping)" | tail -8 || true
@@ -180,6 +195,7 @@ MULTI_SECONDS=$UP_SECONDS
 check_confinement
 ! grep -E "Operation not permitted|Permission denied" "$LOGDIR/up.log" || fail "a capability is missing (see above)"
 say "confinement checked with docker inspect/diff on all $nodes containers"
+fi
 
 # 4. Optional: the same job in one container (no workers).
 if [ $COMPARE = 1 ]; then
@@ -235,6 +251,76 @@ if [ $KILL_TEST = 1 ]; then
   say "rerun: resumed at step $saved, finished at step $step (accuracy $acc) in ${UP_SECONDS}s"
 fi
 
+# 5b. Optional: elastic continuation. DISTNET_ELASTIC=1, a worker killed mid-training; the
+# launcher probes the nodes, leaves the dead one out and resumes on the other two by itself.
+# The job must exit 0, bitwise at the parameters of one uninterrupted process
+# (--deterministic with 6 micro-batches: divisible by 3 and 2 ranks). Not run with
+# --abort-on-container-exit (a dead worker would stop the cluster): `up -d`, then wait for
+# the coordinator. Figures: seconds from the kill to the first step of the restarted job,
+# and the steps trained after the last checkpoint (done again), from metrics.jsonl
+# (--log-every 1: one record per step, with its time).
+if [ $ELASTIC_TEST = 1 ]; then
+  dc down -v >/dev/null 2>&1
+  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 150 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
+  kill_at=${SMOKE_ELASTIC_KILL_AT:-35}
+  [[ $kill_at =~ ^[0-9]+$ ]] || fail "SMOKE_ELASTIC_KILL_AT: a step number, got '$kill_at'"
+  say "elastic test: DISTNET_ELASTIC=1, $((WORKERS + 1)) nodes, TRAIN_ARGS=$elastic_train; a worker dies after step $kill_at"
+  DISTNET_ELASTIC=1 DISTNET_WORKERS=$WORKERS DISTNET_PROCS_PER_NODE=$PPN TRAIN_ARGS=$elastic_train \
+    dc up -d >"$LOGDIR/elastic-up.log" 2>&1 || { cat "$LOGDIR/elastic-up.log" >&2; fail "docker-compose up -d"; }
+  coordinator=$(project_ids --filter label=com.docker.compose.service=coordinator | head -1)
+  [ -n "$coordinator" ] || fail "no coordinator container"
+  step_now() {  # the last step in metrics.jsonl, or -1
+    docker exec "$coordinator" sh -c 'tail -n 1 /data/metrics.jsonl 2>/dev/null' 2>/dev/null \
+      | python3 -c 'import json, sys; t = sys.stdin.read().strip(); print(json.loads(t)["step"] if t else -1)' 2>/dev/null || echo -1
+  }
+  for _ in $(seq 1 1200); do
+    [ "$(step_now)" -ge "$kill_at" ] && break
+    [ "$(docker inspect -f '{{.State.Running}}' "$coordinator")" = true ] \
+      || { dc logs --no-color >"$LOGDIR/elastic.log" 2>&1; tail -30 "$LOGDIR/elastic.log" >&2; fail "the elastic job ended before the kill"; }
+    sleep 0.2
+  done
+  victim=$(project_ids --filter label=com.docker.compose.service=worker | head -1)
+  [ -n "$victim" ] || fail "no running worker to kill"
+  victim_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$victim")
+  killed_at=$(date +%s.%N)
+  docker kill "$victim" >/dev/null
+  say "killed worker $(docker inspect -f '{{.Name}}' "$victim") ($victim_ip) at step $(step_now)"
+  elastic_rc=$(timeout 600 docker wait "$coordinator") || fail "the elastic job did not end within 600 s"
+  dc logs --no-color coordinator >"$LOGDIR/elastic.log" 2>&1 || true
+  grep -E "distnet.launch|resumed|final" "$LOGDIR/elastic.log" | sed 's/^[^|]*| //' | tail -8 || true
+  [ "$elastic_rc" = 0 ] || { tail -40 "$LOGDIR/elastic.log" >&2; fail "the elastic job exited with $elastic_rc"; }
+  grep -q "not answering, left out: $victim_ip" "$LOGDIR/elastic.log" || fail "the launcher did not leave out $victim_ip"
+  grep -q "restart 1 on $WORKERS node(s)" "$LOGDIR/elastic.log" || fail "the job did not restart on the $WORKERS surviving nodes"
+  # the same training in one uninterrupted process, into the same volume
+  vol=$(runs_volume)
+  read -r -a ref_args < <(printf '%s\n' "$elastic_train")
+  docker run --rm --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
+    --checkpoint-dir /v/reference --no-progress >"$LOGDIR/elastic-reference.log" 2>&1 \
+    || { tail -20 "$LOGDIR/elastic-reference.log" >&2; fail "the uninterrupted reference run failed"; }
+  figures=$(docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
+import json, sys
+import numpy as np
+killed_at, bitwise = float(sys.argv[1]), "--deterministic" in sys.argv[2]
+a = np.load("/v/checkpoints/latest.npz", allow_pickle=False)
+b = np.load("/v/reference/latest.npz", allow_pickle=False)
+assert int(a["step"]) == int(b["step"]), ("steps", int(a["step"]), int(b["step"]))
+p, q = a["params"], b["params"]
+rel = float(np.max(np.abs(p - q)) / np.max(np.abs(q)))
+same = bool(np.array_equal(p, q)) if bitwise else rel <= 1e-5
+steps = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
+steps = [(r["step"], r["time"]) for r in steps if r.get("event") == "train"]
+restart = next(i for i in range(1, len(steps)) if steps[i][0] <= steps[i - 1][0])
+reached, resumed_at = steps[restart - 1][0], steps[restart][0] - 1
+print(int(same), int(a["step"]), f"{rel:.2g}", reached, resumed_at, reached - resumed_at,
+      round(steps[restart][1] - killed_at, 1))' "$killed_at" "$elastic_train") || fail "cannot compare the checkpoints"
+  read -r same final rel reached resumed_at lost continue_s <<<"$figures"
+  grep -q "resumed from /data/checkpoints/latest.npz at step $resumed_at" "$LOGDIR/elastic.log" \
+    || fail "the restarted job did not resume from step $resumed_at"
+  [ "$same" = 1 ] || fail "final parameters differ from the uninterrupted run's (max relative difference $rel)"
+  say "elastic: exit 0 on $WORKERS surviving nodes at step $final; the job had reached step $reached, resumed at $resumed_at: $lost step(s) lost"
+  say "elastic: time to continue (kill -> first step of the restarted job): ${continue_s}s; final parameters vs one uninterrupted process: max relative difference $rel ($(grep -q -- --deterministic <<<"$elastic_train" && echo bitwise equal || echo '<= 1e-5'))"
+fi
+
 # 6. Optional: the separate-hosts recipe of README.md, each "host" a plain `docker run` on
 # a network of its own (no compose, no shared rendezvous volume).
 if [ $HOSTS_TEST = 1 ]; then
@@ -255,7 +341,7 @@ if [ $HOSTS_TEST = 1 ]; then
   docker network create "$HOSTS_NET" >/dev/null
   confined=(--cap-drop ALL --cap-add SETUID --cap-add SETGID --security-opt no-new-privileges:true --shm-size 256m)
   for n in 1 2; do
-    docker run -d --name distnet-smoke-node$n --hostname node$n --network "$HOSTS_NET" --network-alias node$n \
+    docker run -d --name $PROJECT-node$n --hostname node$n --network "$HOSTS_NET" --network-alias node$n \
       "${confined[@]}" --cap-add SYS_CHROOT --cap-add KILL --cap-add NET_BIND_SERVICE \
       --tmpfs /run/distnet:mode=0700,size=1m \
       -e DISTNET_SSH_PORT=2222 -e DISTNET_IFACE=eth0 \
@@ -264,7 +350,7 @@ if [ $HOSTS_TEST = 1 ]; then
   done
   hosts_job() {   # hosts_job LOG KNOWN_HOSTS: the coordinator in the foreground; sets UP_RC
     set +e
-    docker run --rm --name distnet-smoke-node0 --hostname node0 --network "$HOSTS_NET" --network-alias node0 \
+    docker run --rm --name $PROJECT-node0 --hostname node0 --network "$HOSTS_NET" --network-alias node0 \
       "${confined[@]}" --tmpfs /home/distnet/.ssh:uid=1000,gid=1000,mode=0700,size=1m \
       -e DISTNET_HOSTFILE=/etc/distnet/hostfile -v "$local_dir/hostfile:/etc/distnet/hostfile:ro" \
       -e DISTNET_SSH_KEY=/etc/distnet/key -v "$local_dir/coordinator_key:/etc/distnet/key:ro" \
@@ -279,7 +365,7 @@ if [ $HOSTS_TEST = 1 ]; then
   [ "$UP_RC" = 0 ] || { tail -30 "$LOGDIR/hosts.log" >&2; fail "the separate-hosts job exited with $UP_RC"; }
   grep -q "after 30 steps" "$LOGDIR/hosts.log" || fail "the separate-hosts job did not train 30 steps"
   # sshd listens on eth0's address only (/proc/net/tcp: local address of the LISTEN sockets on 2222)
-  listening=$(docker exec distnet-smoke-node1 awk '$4 == "0A" && $2 ~ /:08AE$/ {print $2}' /proc/net/tcp)
+  listening=$(docker exec $PROJECT-node1 awk '$4 == "0A" && $2 ~ /:08AE$/ {print $2}' /proc/net/tcp)
   [ -n "$listening" ] && ! grep -q "^00000000:" <<<"$listening" || fail "worker sshd listens on $listening, not eth0 only"
   say "separate hosts: job exit 0 (strict host keys from a persistent known_hosts; sshd bound to eth0: $listening)"
   hosts_job "$LOGDIR/hosts-wrong.log" wrong_known_hosts
