@@ -24,7 +24,7 @@
 # SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
 # SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds), SMOKE_PROJECT (distnet-smoke:
 # another name lets two smoke tests run side by side), SMOKE_IMAGE (distnet-node:latest, the
-# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT (step 35).
+# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT (step 25).
 set -euo pipefail
 
 # The whole script is one function, parsed before it runs: editing the file while it runs
@@ -261,8 +261,8 @@ fi
 # (--log-every 1: one record per step, with its time).
 if [ $ELASTIC_TEST = 1 ]; then
   dc down -v >/dev/null 2>&1
-  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 150 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
-  kill_at=${SMOKE_ELASTIC_KILL_AT:-35}
+  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 80 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
+  kill_at=${SMOKE_ELASTIC_KILL_AT:-25}
   [[ $kill_at =~ ^[0-9]+$ ]] || fail "SMOKE_ELASTIC_KILL_AT: a step number, got '$kill_at'"
   say "elastic test: DISTNET_ELASTIC=1, $((WORKERS + 1)) nodes, TRAIN_ARGS=$elastic_train; a worker dies after step $kill_at"
   DISTNET_ELASTIC=1 DISTNET_WORKERS=$WORKERS DISTNET_PROCS_PER_NODE=$PPN TRAIN_ARGS=$elastic_train \
@@ -270,8 +270,10 @@ if [ $ELASTIC_TEST = 1 ]; then
   coordinator=$(project_ids --filter label=com.docker.compose.service=coordinator | head -1)
   [ -n "$coordinator" ] || fail "no coordinator container"
   step_now() {  # the last step in metrics.jsonl, or -1
-    docker exec "$coordinator" sh -c 'tail -n 1 /data/metrics.jsonl 2>/dev/null' 2>/dev/null \
-      | python3 -c 'import json, sys; t = sys.stdin.read().strip(); print(json.loads(t)["step"] if t else -1)' 2>/dev/null || echo -1
+    local out
+    out=$(docker exec "$coordinator" sh -c 'tail -n 1 /data/metrics.jsonl 2>/dev/null' 2>/dev/null \
+          | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["step"])' 2>/dev/null) || out=""
+    echo "${out:--1}"
   }
   for _ in $(seq 1 1200); do
     [ "$(step_now)" -ge "$kill_at" ] && break

@@ -60,7 +60,8 @@ def test_compose_has_coordinator_and_workers():
     assert "coordinator" in services["coordinator"] and "worker" in services["worker"]
     # the number of workers is configurable, the training arguments are passed through
     assert re.search(r"scale:\s*\$\{DISTNET_WORKERS:-\d+\}", services["worker"])
-    for var in ("DISTNET_WORKERS", "DISTNET_PROCS_PER_NODE", "TRAIN_ARGS"):
+    for var in ("DISTNET_WORKERS", "DISTNET_PROCS_PER_NODE", "TRAIN_ARGS", "DISTNET_ELASTIC", "DISTNET_MIN_NODES",
+                "DISTNET_MAX_RESTARTS"):
         assert re.search(rf"{var}:\s*\$\{{{var}:-", services["coordinator"]), var
 
 
@@ -234,6 +235,8 @@ def run_entrypoint(tmp_path, role, **env):
     ("DISTNET_HOSTKEY_CHECK", "accept_new"), ("DISTNET_HOSTKEY_CHECK", "ask"),
     ("DISTNET_IFACE", "eth0;id"), ("DISTNET_KNOWN_HOSTS", "/no/such/known_hosts"),
     ("DISTNET_HOST_KEY", "/no/such/key"),
+    ("DISTNET_ELASTIC", "yes"), ("DISTNET_ELASTIC", "true"), ("DISTNET_MIN_NODES", "0"),
+    ("DISTNET_MIN_NODES", "two"), ("DISTNET_MAX_RESTARTS", "-1"), ("DISTNET_MAX_RESTARTS", "3 --x"),
 ])
 def test_a_bad_setting_is_an_error_not_a_weaker_mode(tmp_path, role, var, value):
     r = run_entrypoint(tmp_path, role, **{var: value})
@@ -245,10 +248,22 @@ def test_a_bad_setting_is_an_error_not_a_weaker_mode(tmp_path, role, var, value)
 
 @pytest.mark.parametrize("role", ["worker", "coordinator"])
 @pytest.mark.parametrize("env", [{}, {"DISTNET_SSH_PORT": "2222", "DISTNET_HOSTKEY_CHECK": "accept-new"},
-                                 {"DISTNET_SSH_PORT": "65535", "DISTNET_HOSTKEY_CHECK": "yes", "DISTNET_IFACE": "eth1"}])
+                                 {"DISTNET_SSH_PORT": "65535", "DISTNET_HOSTKEY_CHECK": "yes", "DISTNET_IFACE": "eth1"},
+                                 {"DISTNET_ELASTIC": "1", "DISTNET_MIN_NODES": "2", "DISTNET_MAX_RESTARTS": ""},
+                                 {"DISTNET_ELASTIC": "0", "DISTNET_MAX_RESTARTS": "3"}])
 def test_the_documented_settings_pass_the_check(tmp_path, role, env):
     r = run_entrypoint(tmp_path, role, **env)
     assert r.returncode == 1 and "must start as root" in r.stderr, r.stderr
+
+
+def test_elastic_mode_runs_the_launcher_elastic_without_a_fixed_rank_count():
+    """DISTNET_ELASTIC=1: --elastic with --min-nodes and no -n (the live nodes' slots decide);
+    otherwise -n and --max-restarts as before."""
+    coordinator = ENTRYPOINT.read_text().split("\ncoordinator() {", 1)[1]
+    assert 'local scale=(-n "$nprocs" --max-restarts "${DISTNET_MAX_RESTARTS:-0}")' in coordinator
+    assert re.search(r'if \[ "\$\{DISTNET_ELASTIC:-0\}" = 1 \]; then\n\s+scale=\(--elastic --min-nodes '
+                     r'"\$\{DISTNET_MIN_NODES:-1\}"', coordinator)
+    assert '-m distnet.launch "${scale[@]}" --hostfile "$ssh_dir/hostfile"' in coordinator
 
 
 # ---------------------------------------------------------------- launch/rendezvous.py
