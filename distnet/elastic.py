@@ -191,6 +191,18 @@ def live_hosts(hosts: list[Host], probe: Callable[[str], bool], skip_local: bool
     return [h for h, ok in zip(hosts, answers) if ok]
 
 
+def refresh(command: str, timeout: float = 60.0) -> None:
+    """Run COMMAND (which rewrites the hostfile) before a start; when it fails, say so and
+    go on with the hostfile as it is: its hosts are probed anyway."""
+    try:
+        code = subprocess.run(shlex.split(command), stdin=subprocess.DEVNULL, timeout=timeout).returncode
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        code = str(exc)
+    if code != 0:
+        print(f"distnet.launch: warning: --refresh-command failed ({code}); using the hostfile as it is",
+              file=sys.stderr, flush=True)
+
+
 # ------------------------------------------------------------------------- world size
 
 def usable_ranks(slots: int, train_args: list[str]) -> int:
@@ -236,6 +248,9 @@ def run_elastic(read_hosts: Callable[[], list[Host]], probe: Callable[[list[Host
             back = [n for n in names if n not in previous]
             if back:
                 log(f"distnet.launch: using again or newly: {', '.join(back)}")
+            gone = [n for n in previous if all(h.name != n for h in hosts)]
+            if gone:
+                log(f"distnet.launch: no longer in the hostfile: {', '.join(gone)}")
         if dead:
             log(f"distnet.launch: not answering, left out: {', '.join(dead)}")
         if len(alive) < min_nodes:

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-timeout", type=float, default=3.0, help="--elastic: seconds a probe may take (default 3)")
     p.add_argument("--probe-command", metavar="CMD",
                    help="--elastic: instead, run 'CMD HOST' for every host (this machine too); exit 0 = alive")
+    p.add_argument("--refresh-command", metavar="CMD",
+                   help="--elastic: run CMD before each start, to rewrite --hostfile (e.g. from DNS or a scheduler)")
     p.add_argument("--mpirun", help="the mpirun to use (default: the one beside this Python, else PATH)")
     p.add_argument("--mpi-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for mpirun (repeatable), e.g. --mpi-arg=-launcher --mpi-arg=ssh")
@@ -171,8 +173,13 @@ def run_elastic(args, train_args: list[str], can_resume: bool, child: dict, stop
             child["proc"] = subprocess.Popen(cmd)
             return child["proc"].wait()
 
+        def read_hosts():
+            if args.refresh_command:
+                elastic.refresh(args.refresh_command)
+            return elastic.read_hostfile(args.hostfile)
+
         return elastic.run_elastic(
-            lambda: elastic.read_hostfile(args.hostfile),
+            read_hosts,
             lambda hosts: elastic.live_hosts(hosts, probe, skip_local=skip_local),
             start, min_nodes=args.min_nodes, max_restarts=args.max_restarts,
             restart_delay=args.restart_delay, ranks_for=lambda slots: elastic.usable_ranks(slots, train_args),

@@ -11,10 +11,12 @@
 #                                        restrict'ed authorized_keys, DISTNET_IFACE), then the
 #                                        same job with a wrong known_hosts, which must fail
 #   launch/compose-smoke.sh --elastic    also: DISTNET_ELASTIC=1, kill a worker mid-training;
-#                                        the job must continue on the other 2 nodes by itself,
-#                                        exit 0, and end with the parameters of an
-#                                        uninterrupted run (bitwise: --deterministic); prints
-#                                        the time to continue and the steps lost
+#                                        the job must continue on the other 2 nodes by itself;
+#                                        start that worker again, kill the other: it must
+#                                        continue on the one that came back; exit 0, and the
+#                                        parameters of an uninterrupted run (bitwise:
+#                                        --deterministic); prints the time to continue and
+#                                        the steps lost
 #   launch/compose-smoke.sh --no-base ... skip the 3-node epoch (and its checks): only the
 #                                        tests named beside it (CI: --elastic --no-base)
 #
@@ -24,7 +26,7 @@
 # SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
 # SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds), SMOKE_PROJECT (distnet-smoke:
 # another name lets two smoke tests run side by side), SMOKE_IMAGE (distnet-node:latest, the
-# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT (step 25).
+# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT ("25 55": the steps after which a worker dies).
 set -euo pipefail
 
 # The whole script is one function, parsed before it runs: editing the file while it runs
@@ -251,20 +253,24 @@ if [ $KILL_TEST = 1 ]; then
   say "rerun: resumed at step $saved, finished at step $step (accuracy $acc) in ${UP_SECONDS}s"
 fi
 
-# 5b. Optional: elastic continuation. DISTNET_ELASTIC=1, a worker killed mid-training; the
-# launcher probes the nodes, leaves the dead one out and resumes on the other two by itself.
-# The job must exit 0, bitwise at the parameters of one uninterrupted process
-# (--deterministic with 6 micro-batches: divisible by 3 and 2 ranks). Not run with
-# --abort-on-container-exit (a dead worker would stop the cluster): `up -d`, then wait for
-# the coordinator. Figures: seconds from the kill to the first step of the restarted job,
-# and the steps trained after the last checkpoint (done again), from metrics.jsonl
-# (--log-every 1: one record per step, with its time).
+# 5b. Optional: elastic continuation (DISTNET_ELASTIC=1). A worker is killed mid-training:
+# the launcher must leave it out and resume on the other two nodes by itself. The killed
+# worker is then started again (new host key, published), and the other worker is killed:
+# the job must resume on the coordinator and the worker that came back. It must exit 0,
+# bitwise at the parameters of one uninterrupted process (--deterministic with 6
+# micro-batches: divisible by 3 and 2 ranks). Not run with --abort-on-container-exit (a
+# dead worker would stop the cluster): `up -d`, then wait for the coordinator. Figures for
+# each loss: seconds from the kill to the first step of the restarted job, and the steps
+# trained after the last checkpoint (done again), from metrics.jsonl (--log-every 1: one
+# record per step, with its time).
 if [ $ELASTIC_TEST = 1 ]; then
   dc down -v >/dev/null 2>&1
-  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 80 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
-  kill_at=${SMOKE_ELASTIC_KILL_AT:-25}
-  [[ $kill_at =~ ^[0-9]+$ ]] || fail "SMOKE_ELASTIC_KILL_AT: a step number, got '$kill_at'"
-  say "elastic test: DISTNET_ELASTIC=1, $((WORKERS + 1)) nodes, TRAIN_ARGS=$elastic_train; a worker dies after step $kill_at"
+  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 100 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
+  read -r kill_1 kill_2 <<<"${SMOKE_ELASTIC_KILL_AT:-25 55}"
+  [[ $kill_1 =~ ^[0-9]+$ && $kill_2 =~ ^[0-9]+$ && $kill_2 -gt $kill_1 ]] \
+    || fail "SMOKE_ELASTIC_KILL_AT: two increasing step numbers, got '${SMOKE_ELASTIC_KILL_AT:-}'"
+  [ "$WORKERS" -ge 2 ] || fail "--elastic needs SMOKE_WORKERS >= 2"
+  say "elastic test: DISTNET_ELASTIC=1, $((WORKERS + 1)) nodes, TRAIN_ARGS=$elastic_train; workers die after steps $kill_1 and $kill_2"
   DISTNET_ELASTIC=1 DISTNET_WORKERS=$WORKERS DISTNET_PROCS_PER_NODE=$PPN TRAIN_ARGS=$elastic_train \
     dc up -d >"$LOGDIR/elastic-up.log" 2>&1 || { cat "$LOGDIR/elastic-up.log" >&2; fail "docker-compose up -d"; }
   coordinator=$(project_ids --filter label=com.docker.compose.service=coordinator | head -1)
@@ -275,52 +281,79 @@ if [ $ELASTIC_TEST = 1 ]; then
           | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["step"])' 2>/dev/null) || out=""
     echo "${out:--1}"
   }
-  for _ in $(seq 1 1200); do
-    [ "$(step_now)" -ge "$kill_at" ] && break
-    [ "$(docker inspect -f '{{.State.Running}}' "$coordinator")" = true ] \
-      || { dc logs --no-color >"$LOGDIR/elastic.log" 2>&1; tail -30 "$LOGDIR/elastic.log" >&2; fail "the elastic job ended before the kill"; }
-    sleep 0.2
-  done
-  victim=$(project_ids --filter label=com.docker.compose.service=worker | head -1)
-  [ -n "$victim" ] || fail "no running worker to kill"
-  victim_ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$victim")
-  killed_at=$(date +%s.%N)
-  docker kill "$victim" >/dev/null
-  say "killed worker $(docker inspect -f '{{.Name}}' "$victim") ($victim_ip) at step $(step_now)"
+  coordinator_log() { dc logs --no-color coordinator 2>&1 | sed 's/^[^|]*| //'; }
+  wait_for_step() {  # wait_for_step N: until the job has trained step N
+    for _ in $(seq 1 1500); do
+      [ "$(step_now)" -ge "$1" ] && return 0
+      [ "$(docker inspect -f '{{.State.Running}}' "$coordinator")" = true ] \
+        || { coordinator_log | tail -30 >&2; fail "the elastic job ended before step $1"; }
+      sleep 0.2
+    done
+    fail "the elastic job did not reach step $1"
+  }
+  ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+  kill_worker() {  # kill_worker ID: sets KILLED_AT, KILLED_IP
+    KILLED_IP=$(ip_of "$1")
+    KILLED_AT=$(date +%s.%N)
+    docker kill "$1" >/dev/null
+    say "killed worker $(docker inspect -f '{{.Name}}' "$1") ($KILLED_IP) at step $(step_now)"
+  }
+  read -r -a workers_now < <(project_ids --filter label=com.docker.compose.service=worker | xargs)
+  [ "${#workers_now[@]}" -ge 2 ] || fail "fewer than 2 running workers"
+  first=${workers_now[0]} second=${workers_now[1]}
+  wait_for_step "$kill_1"
+  kill_worker "$first"; killed_1=$KILLED_AT ip_1=$KILLED_IP
+  # back: the same container started again (a new host key, published as at any start)
+  for _ in $(seq 1 300); do coordinator_log | grep -q "restart 1 on" && break; sleep 0.2; done
+  docker start "$first" >/dev/null
+  back_ip=$(ip_of "$first")
+  say "started worker $(docker inspect -f '{{.Name}}' "$first") again ($back_ip)"
+  wait_for_step "$kill_2"
+  kill_worker "$second"; killed_2=$KILLED_AT ip_2=$KILLED_IP
   elastic_rc=$(timeout 600 docker wait "$coordinator") || fail "the elastic job did not end within 600 s"
-  dc logs --no-color coordinator >"$LOGDIR/elastic.log" 2>&1 || true
-  grep -E "distnet.launch|resumed|final" "$LOGDIR/elastic.log" | sed 's/^[^|]*| //' | tail -8 || true
+  coordinator_log >"$LOGDIR/elastic.log"
+  grep -E "distnet.launch: (restart|not answering|no longer|using again)|resumed|final" "$LOGDIR/elastic.log" || true
   [ "$elastic_rc" = 0 ] || { tail -40 "$LOGDIR/elastic.log" >&2; fail "the elastic job exited with $elastic_rc"; }
-  grep -q "not answering, left out: $victim_ip" "$LOGDIR/elastic.log" || fail "the launcher did not leave out $victim_ip"
-  grep -q "restart 1 on $WORKERS node(s)" "$LOGDIR/elastic.log" || fail "the job did not restart on the $WORKERS surviving nodes"
+  for ip in "$ip_1" "$ip_2"; do
+    grep -qE "(not answering, left out|no longer in the hostfile): .*\b$ip\b" "$LOGDIR/elastic.log" \
+      || fail "the launcher did not leave out the killed worker $ip"
+  done
+  grep -qE "restart 1 on $WORKERS node\(s\).*: [^ ]+, " "$LOGDIR/elastic.log" \
+    || fail "the job did not restart on the $WORKERS surviving nodes"
+  grep -E "restart 2 on " "$LOGDIR/elastic.log" | grep -qw "$back_ip" \
+    || fail "the worker that came back ($back_ip) was not used at the next restart"
   # the same training in one uninterrupted process, into the same volume
   vol=$(runs_volume)
-  read -r -a ref_args < <(printf '%s\n' "$elastic_train")
+  read -r -a ref_args <<<"$elastic_train"
   docker run --rm --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
     --checkpoint-dir /v/reference --no-progress >"$LOGDIR/elastic-reference.log" 2>&1 \
     || { tail -20 "$LOGDIR/elastic-reference.log" >&2; fail "the uninterrupted reference run failed"; }
   figures=$(docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
 import json, sys
 import numpy as np
-killed_at, bitwise = float(sys.argv[1]), "--deterministic" in sys.argv[2]
+bitwise, kills = "--deterministic" in sys.argv[1], [float(t) for t in sys.argv[2:]]
 a = np.load("/v/checkpoints/latest.npz", allow_pickle=False)
 b = np.load("/v/reference/latest.npz", allow_pickle=False)
 assert int(a["step"]) == int(b["step"]), ("steps", int(a["step"]), int(b["step"]))
 p, q = a["params"], b["params"]
 rel = float(np.max(np.abs(p - q)) / np.max(np.abs(q)))
-same = bool(np.array_equal(p, q)) if bitwise else rel <= 1e-5
+print(int(bool(np.array_equal(p, q)) if bitwise else rel <= 1e-5), int(a["step"]), f"{rel:.2g}")
 steps = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
 steps = [(r["step"], r["time"]) for r in steps if r.get("event") == "train"]
-restart = next(i for i in range(1, len(steps)) if steps[i][0] <= steps[i - 1][0])
-reached, resumed_at = steps[restart - 1][0], steps[restart][0] - 1
-print(int(same), int(a["step"]), f"{rel:.2g}", reached, resumed_at, reached - resumed_at,
-      round(steps[restart][1] - killed_at, 1))' "$killed_at" "$elastic_train") || fail "cannot compare the checkpoints"
-  read -r same final rel reached resumed_at lost continue_s <<<"$figures"
-  grep -q "resumed from /data/checkpoints/latest.npz at step $resumed_at" "$LOGDIR/elastic.log" \
-    || fail "the restarted job did not resume from step $resumed_at"
+restarts = [i for i in range(1, len(steps)) if steps[i][0] <= steps[i - 1][0]]
+assert len(restarts) == len(kills), ("restarts seen in metrics.jsonl", len(restarts))
+for i, killed in zip(restarts, kills):  # reached, resumed at, lost, seconds to continue
+    print(steps[i - 1][0], steps[i][0] - 1, steps[i - 1][0] - steps[i][0] + 1, round(steps[i][1] - killed, 1))
+' "$elastic_train" "$killed_1" "$killed_2") || fail "cannot compare the checkpoints"
+  { read -r same final rel; read -r reached_1 resumed_1 lost_1 took_1; read -r reached_2 resumed_2 lost_2 took_2; } <<<"$figures"
+  for resumed in "$resumed_1" "$resumed_2"; do
+    grep -q "resumed from /data/checkpoints/latest.npz at step $resumed" "$LOGDIR/elastic.log" \
+      || fail "a restarted job did not resume from step $resumed"
+  done
   [ "$same" = 1 ] || fail "final parameters differ from the uninterrupted run's (max relative difference $rel)"
-  say "elastic: exit 0 on $WORKERS surviving nodes at step $final; the job had reached step $reached, resumed at $resumed_at: $lost step(s) lost"
-  say "elastic: time to continue (kill -> first step of the restarted job): ${continue_s}s; final parameters vs one uninterrupted process: max relative difference $rel ($(grep -q -- --deterministic <<<"$elastic_train" && echo bitwise equal || echo '<= 1e-5'))"
+  say "elastic: exit 0 at step $final; loss 1: reached step $reached_1, resumed at $resumed_1 ($lost_1 step(s) lost), continued ${took_1}s after the kill"
+  say "elastic: loss 2 (after the first worker came back): reached step $reached_2, resumed at $resumed_2 ($lost_2 step(s) lost), continued ${took_2}s after the kill"
+  say "elastic: final parameters vs one uninterrupted process: max relative difference $rel ($(grep -q -- --deterministic <<<"$elastic_train" && echo bitwise equal || echo '<= 1e-5'))"
 fi
 
 # 6. Optional: the separate-hosts recipe of README.md, each "host" a plain `docker run` on

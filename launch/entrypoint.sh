@@ -251,9 +251,19 @@ SSHCONFIG
   mapfile -d '' -t train_args < <("$PY" -c 'import os, shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(os.environ.get("TRAIN_ARGS", ""))))')
   # Elastic: no -n (the ranks are the slots of the nodes that answer before each start),
   # restarts with --resume on the survivors when a node is lost (distnet/elastic.py).
+  # Before each start `rendezvous.py refresh` rewrites the hostfile and known_hosts from the
+  # workers there now (the same arguments as above, no waiting), so a worker started again
+  # (it publishes its new host key) or added (--scale worker=N) is used at the next restart.
   local scale=(-n "$nprocs" --max-restarts "${DISTNET_MAX_RESTARTS:-0}")
   if [ "${DISTNET_ELASTIC:-0}" = 1 ]; then
+    local refresh_args=("$PY" "$HERE/rendezvous.py" refresh --self-address "$me") arg skip=0
+    for arg in "${rdv_args[@]}"; do   # the coordinator's arguments but --expect N, --timeout S
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case "$arg" in --expect|--timeout) skip=1; continue ;; esac
+      refresh_args+=("$arg")
+    done
     scale=(--elastic --min-nodes "${DISTNET_MIN_NODES:-1}" --restart-delay 1
+           --refresh-command "$(printf '%q ' "${refresh_args[@]}")"
            ${DISTNET_MAX_RESTARTS:+--max-restarts "$DISTNET_MAX_RESTARTS"})
   fi
   local cmd=("$PY" -m distnet.launch "${scale[@]}" --hostfile "$ssh_dir/hostfile"

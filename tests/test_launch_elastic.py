@@ -108,6 +108,7 @@ def test_a_hostfile_line_removed_between_starts_is_no_longer_used():
     cluster.on_start[1] = lambda: cluster.hostfile.remove(C)
     assert cluster.run() == 0
     assert cluster.starts[1] == (["a", "b"], 3, True)
+    assert "no longer in the hostfile: c" in cluster.log
 
 
 def test_fewer_live_nodes_than_min_nodes_stops_with_a_clear_message():
@@ -377,3 +378,29 @@ def test_a_rank_lost_mid_run_on_localhost_continues_on_the_rest_with_the_same_re
         np.testing.assert_array_equal(straight, params)
     else:
         assert np.max(np.abs(straight - params)) / np.max(np.abs(straight)) <= 1e-5
+
+
+def test_the_refresh_command_rewrites_the_hostfile_before_each_start(tmp_path, capsys, keep_signal_handlers):
+    """--refresh-command runs before every start (the compose coordinator re-resolves its
+    workers with it); a failing one is a warning and the hostfile is used as it is."""
+    hostfile = tmp_path / "hosts"
+    calls = tmp_path / "refreshes"
+    refresh = tmp_path / "refresh"
+    # 1st call: one host; 2nd: two; 3rd: fails, leaving the file as it was
+    refresh.write_text(f"""#!/bin/sh
+echo x >> '{calls}'
+n=$(wc -l < '{calls}')
+[ "$n" = 1 ] && echo localhost:1 > '{hostfile}'
+[ "$n" = 2 ] && printf 'localhost:1\\n127.0.0.1:2\\n' > '{hostfile}'
+[ "$n" = 3 ] && exit 1
+exit 0
+""")
+    refresh.chmod(0o755)
+    mpirun, record = fake_mpirun(tmp_path, [255, 255, 0])
+    code = launch_main(["--elastic", "--hostfile", str(hostfile), "--refresh-command", str(refresh),
+                        "--mpirun", str(mpirun), "--restart-delay", "0", "--", "--max-steps", "5"])
+    assert code == 0
+    assert [hosts for _, hosts in starts(record)] == [["localhost:1"], ["localhost:1", "127.0.0.1:2"],
+                                                      ["localhost:1", "127.0.0.1:2"]]
+    assert [args.split()[1] for args, _ in starts(record)] == ["1", "3", "3"]
+    assert "--refresh-command failed (1); using the hostfile as it is" in capsys.readouterr().err
