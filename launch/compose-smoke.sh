@@ -312,6 +312,7 @@ if [ $ELASTIC_TEST = 1 ]; then
   kill_worker "$second"; killed_2=$KILLED_AT ip_2=$KILLED_IP
   elastic_rc=$(timeout 600 docker wait "$coordinator") || fail "the elastic job did not end within 600 s"
   coordinator_log >"$LOGDIR/elastic.log"
+  docker logs -t "$coordinator" >"$LOGDIR/elastic-timed.log" 2>&1 || true
   grep -E "distnet.launch: (restart|not answering|no longer|using again)|resumed|final" "$LOGDIR/elastic.log" || true
   [ "$elastic_rc" = 0 ] || { tail -40 "$LOGDIR/elastic.log" >&2; fail "the elastic job exited with $elastic_rc"; }
   for ip in "$ip_1" "$ip_2"; do
@@ -353,6 +354,28 @@ for i, killed in zip(restarts, kills):  # reached, resumed at, lost, seconds to 
   [ "$same" = 1 ] || fail "final parameters differ from the uninterrupted run's (max relative difference $rel)"
   say "elastic: exit 0 at step $final; loss 1: reached step $reached_1, resumed at $resumed_1 ($lost_1 step(s) lost), continued ${took_1}s after the kill"
   say "elastic: loss 2 (after the first worker came back): reached step $reached_2, resumed at $resumed_2 ($lost_2 step(s) lost), continued ${took_2}s after the kill"
+  # where the time to continue goes, from the coordinator's log timestamps
+  python3 - "$LOGDIR/elastic-timed.log" "$killed_1" "$killed_2" <<'PY' | while read -r line; do say "elastic: $line"; done || true
+import datetime, sys
+def seconds(stamp):  # docker's RFC 3339 with nanoseconds
+    day, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
+lines = []
+for raw in open(sys.argv[1], errors="replace"):
+    stamp, _, text = raw.partition(" ")
+    try:
+        lines.append((seconds(stamp), text))
+    except ValueError:
+        pass
+for n, killed in enumerate(map(float, sys.argv[2:]), 1):
+    after = [(t, text) for t, text in lines if t >= killed]
+    failed = next((t for t, text in after if "distnet.launch: job failed" in text), None)
+    restart = next((t for t, text in after if f"distnet.launch: restart {n} on" in text), None)
+    resumed = next((t for t, text in after if "distnet: resumed from" in text), None)
+    if None not in (failed, restart, resumed):
+        print(f"loss {n}: mpirun ended {failed - killed:.1f}s after the kill; hostfile refresh + probe + "
+              f"restart delay {restart - failed:.1f}s; the new job read its checkpoint {resumed - restart:.1f}s later")
+PY
   say "elastic: final parameters vs one uninterrupted process: max relative difference $rel ($(grep -q -- --deterministic <<<"$elastic_train" && echo bitwise equal || echo '<= 1e-5'))"
 fi
 
