@@ -258,6 +258,8 @@ def run_elastic(read_hosts: Callable[[], list[Host]], probe: Callable[[list[Host
                 f"({', '.join(names) or 'none'}); --min-nodes is {min_nodes}: giving up"
                 + (f" (the last job exited with {last_code})" if last_code is not None else ""))
             return EXIT_TOO_FEW_NODES
+        if stopped():  # SIGTERM/SIGINT while between jobs: nothing more to start
+            return last_code if last_code is not None else 0
         slots = sum(h.slots for h in alive)
         nprocs = ranks_for(slots)
         if nprocs < slots:
@@ -265,8 +267,6 @@ def run_elastic(read_hosts: Callable[[], list[Host]], probe: Callable[[list[Host
                 f"must divide the micro-batch count)")
         log(f"distnet.launch: {'restart ' + str(attempt) + ' on' if attempt else 'starting on'} "
             f"{len(alive)} node(s), {nprocs} rank(s): {', '.join(f'{h.name}:{h.slots}' for h in alive)}")
-        if stopped():
-            return last_code if last_code is not None else 0
         code = start(alive, nprocs, attempt > 0)
         previous, last_code = names, code
         if code == 0 or stopped():

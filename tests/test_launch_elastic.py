@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -378,6 +379,63 @@ def test_a_rank_lost_mid_run_on_localhost_continues_on_the_rest_with_the_same_re
         np.testing.assert_array_equal(straight, params)
     else:
         assert np.max(np.abs(straight - params)) / np.max(np.abs(straight)) <= 1e-5
+
+
+def _rank_pid(marker, rank):
+    """The pid of the distnet.train process of RANK (MPICH sets PMI_RANK) whose command
+    line holds MARKER, or None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"distnet.train" in cmdline and marker.encode() in cmdline and f"PMI_RANK={rank}".encode() in environ:
+            return int(entry)
+    return None
+
+
+@pytest.mark.skipif(mpi_is_open_mpi(), reason="MPICH's mpirun only: Open MPI takes localhost and 127.0.0.1 for one node")
+def test_a_rank_killed_with_sigkill_on_localhost_is_left_behind_and_the_run_is_bitwise_the_same(tmp_path):
+    """As above, but the rank on "node" 127.0.0.1 is SIGKILLed from outside (no error
+    message, no MPI_Abort: what a dying machine looks like to mpirun) once the step-20
+    checkpoint is written; that node then stops answering the probe."""
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("localhost:2\n127.0.0.1:1\n")
+    dead = tmp_path / "dead"
+    probe = tmp_path / "probe"
+    probe.write_text(f'#!/bin/sh\n[ "$1" = 127.0.0.1 ] && [ -e "{dead}" ] && exit 1\nexit 0\n')
+    probe.chmod(0o755)
+    ck = tmp_path / "ck"
+    args = [*ARGS, *DETERMINISTIC, "--max-steps", "150", "--metrics", str(tmp_path / "metrics.jsonl")]
+    env = dict(os.environ, PYTHONPATH=str(REPO), DISTNET_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "distnet.launch", "--elastic", "--hostfile", str(hostfile),
+                             "--probe-command", str(probe), "--restart-delay", "0", "--", *args,
+                             "--checkpoint-dir", str(ck)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(int(c.stem[5:]) >= 20 for c in ck.glob("ckpt-*.npz")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        pid = _rank_pid(str(ck), 2)
+        assert pid is not None, "rank 2 not found"
+        dead.touch()
+        os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "not answering, left out: 127.0.0.1" in out and "restart 1 on 1 node(s), 2 rank(s): localhost:2" in out
+    assert "resumed from" in out
+    params, step = final_params(ck)
+    assert step == 150
+    ref = tmp_path / "ref"
+    assert run_train(*args[:-2], "--checkpoint-dir", ref).returncode == 0
+    np.testing.assert_array_equal(final_params(ref)[0], params)
 
 
 def test_the_refresh_command_rewrites_the_hostfile_before_each_start(tmp_path, capsys, keep_signal_handlers):
