@@ -26,7 +26,7 @@
 # SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
 # SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds), SMOKE_PROJECT (distnet-smoke:
 # another name lets two smoke tests run side by side), SMOKE_IMAGE (distnet-node:latest, the
-# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT ("25 55": the steps after which a worker dies).
+# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT ("25 45": the steps after which a worker dies).
 set -euo pipefail
 
 # The whole script is one function, parsed before it runs: editing the file while it runs
@@ -76,7 +76,7 @@ dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
 
 HOSTS_NET=$PROJECT-hosts
 hosts_cleanup() {
-  docker rm -f "$PROJECT-node0" "$PROJECT-node1" "$PROJECT-node2" >/dev/null 2>&1 || true
+  docker rm -f "$PROJECT-node0" "$PROJECT-node1" "$PROJECT-node2" "$PROJECT-reference" >/dev/null 2>&1 || true
   docker network rm "$HOSTS_NET" >/dev/null 2>&1 || true
 }
 cleanup() {
@@ -265,8 +265,8 @@ fi
 # record per step, with its time).
 if [ $ELASTIC_TEST = 1 ]; then
   dc down -v >/dev/null 2>&1
-  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 100 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
-  read -r kill_1 kill_2 <<<"${SMOKE_ELASTIC_KILL_AT:-25 55}"
+  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 70 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
+  read -r kill_1 kill_2 <<<"${SMOKE_ELASTIC_KILL_AT:-25 45}"
   [[ $kill_1 =~ ^[0-9]+$ && $kill_2 =~ ^[0-9]+$ && $kill_2 -gt $kill_1 ]] \
     || fail "SMOKE_ELASTIC_KILL_AT: two increasing step numbers, got '${SMOKE_ELASTIC_KILL_AT:-}'"
   [ "$WORKERS" -ge 2 ] || fail "--elastic needs SMOKE_WORKERS >= 2"
@@ -326,7 +326,7 @@ if [ $ELASTIC_TEST = 1 ]; then
   # the same training in one uninterrupted process, into the same volume
   vol=$(runs_volume)
   read -r -a ref_args <<<"$elastic_train"
-  docker run --rm --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
+  docker run --rm --name "$PROJECT-reference" --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
     --checkpoint-dir /v/reference --no-progress >"$LOGDIR/elastic-reference.log" 2>&1 \
     || { tail -20 "$LOGDIR/elastic-reference.log" >&2; fail "the uninterrupted reference run failed"; }
   figures=$(docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
