@@ -10,12 +10,23 @@
 #                                        `docker run` (persistent host keys and known_hosts,
 #                                        restrict'ed authorized_keys, DISTNET_IFACE), then the
 #                                        same job with a wrong known_hosts, which must fail
+#   launch/compose-smoke.sh --elastic    also: DISTNET_ELASTIC=1, kill a worker mid-training;
+#                                        the job must continue on the other 2 nodes by itself;
+#                                        start that worker again, kill the other: it must
+#                                        continue on the one that came back; exit 0, and the
+#                                        parameters of an uninterrupted run (bitwise:
+#                                        --deterministic); prints the time to continue and
+#                                        the steps lost
+#   launch/compose-smoke.sh --no-base ... skip the 3-node epoch (and its checks): only the
+#                                        tests named beside it (CI: --elastic --no-base)
 #
 # It prepares the machine with ../shared/tools/container-host.sh when docker is not ready,
 # uses its own compose project (distnet-smoke), removes it (containers, network, volumes)
 # at the end, and exits non-zero on any failure. Environment: SMOKE_WORKERS (2),
 # SMOKE_PPN (1), SMOKE_TRAIN_ARGS (--epochs 1),
-# SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds).
+# SMOKE_MIN_ACCURACY (0.9), SMOKE_KILL_DEADLINE (30 seconds), SMOKE_PROJECT (distnet-smoke:
+# another name lets two smoke tests run side by side), SMOKE_IMAGE (distnet-node:latest, the
+# tag that is built and run), SMOKE_ELASTIC_TRAIN_ARGS, SMOKE_ELASTIC_KILL_AT ("25 45": the steps after which a worker dies).
 set -euo pipefail
 
 # The whole script is one function, parsed before it runs: editing the file while it runs
@@ -24,24 +35,28 @@ main() {
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-KILL_TEST=0 COMPARE=0 HOSTS_TEST=0
+KILL_TEST=0 COMPARE=0 HOSTS_TEST=0 ELASTIC_TEST=0 BASE=1
 for arg in "$@"; do
   case "$arg" in
     --kill-test) KILL_TEST=1 ;;
+    --elastic) ELASTIC_TEST=1 ;;
+    --no-base) BASE=0 ;;
     --compare) COMPARE=1 ;;
     --hosts-test) HOSTS_TEST=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/{/^set -e/!p}' "$0"; exit 0 ;;
     *) echo "compose-smoke: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 
-PROJECT=distnet-smoke
+PROJECT=${SMOKE_PROJECT:-distnet-smoke}
+[[ $PROJECT =~ ^[a-z0-9][a-z0-9_-]*$ ]] || { echo "compose-smoke: SMOKE_PROJECT: not a compose project name: '$PROJECT'" >&2; exit 2; }
 WORKERS=${SMOKE_WORKERS:-2}
 PPN=${SMOKE_PPN:-1}
 TRAIN=${SMOKE_TRAIN_ARGS:---epochs 1}
 MIN_ACC=${SMOKE_MIN_ACCURACY:-0.9}
 KILL_DEADLINE=${SMOKE_KILL_DEADLINE:-30}
-IMAGE=distnet-node:latest
+IMAGE=${SMOKE_IMAGE:-distnet-node:latest}
+export DISTNET_IMAGE=$IMAGE   # docker-compose.yml's image: what is built and run
 LOGDIR=$(mktemp -d /tmp/compose-smoke.XXXXXX)
 T0=$(date +%s)
 
@@ -59,9 +74,9 @@ fi
 if command -v docker-compose >/dev/null; then COMPOSE=(docker-compose); else COMPOSE=(docker compose); fi
 dc() { "${COMPOSE[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" "$@"; }
 
-HOSTS_NET=distnet-smoke-hosts
+HOSTS_NET=$PROJECT-hosts
 hosts_cleanup() {
-  docker rm -f distnet-smoke-node0 distnet-smoke-node1 distnet-smoke-node2 >/dev/null 2>&1 || true
+  docker rm -f "$PROJECT-node0" "$PROJECT-node1" "$PROJECT-node2" "$PROJECT-reference" >/dev/null 2>&1 || true
   docker network rm "$HOSTS_NET" >/dev/null 2>&1 || true
 }
 cleanup() {
@@ -165,6 +180,8 @@ found=$(docker run --rm --network none "$IMAGE" sh -c \
 
 # 3. The job: 1 coordinator + WORKERS workers, PPN processes each.
 nodes=$((WORKERS + 1))
+MULTI_SECONDS=none
+if [ $BASE = 1 ]; then
 say "training on $nodes nodes x $PPN process(es): TRAIN_ARGS=$TRAIN"
 up_job "$LOGDIR/up.log" "$WORKERS" "$TRAIN"
 grep -E "coordinator" "$LOGDIR/up.log" | grep -vE "^(Creating|Starting|Stopping)" | tail -8 || true
@@ -180,6 +197,7 @@ MULTI_SECONDS=$UP_SECONDS
 check_confinement
 ! grep -E "Operation not permitted|Permission denied" "$LOGDIR/up.log" || fail "a capability is missing (see above)"
 say "confinement checked with docker inspect/diff on all $nodes containers"
+fi
 
 # 4. Optional: the same job in one container (no workers).
 if [ $COMPARE = 1 ]; then
@@ -235,6 +253,132 @@ if [ $KILL_TEST = 1 ]; then
   say "rerun: resumed at step $saved, finished at step $step (accuracy $acc) in ${UP_SECONDS}s"
 fi
 
+# 5b. Optional: elastic continuation (DISTNET_ELASTIC=1). A worker is killed mid-training:
+# the launcher must leave it out and resume on the other two nodes by itself. The killed
+# worker is then started again (new host key, published), and the other worker is killed:
+# the job must resume on the coordinator and the worker that came back. It must exit 0,
+# bitwise at the parameters of one uninterrupted process (--deterministic with 6
+# micro-batches: divisible by 3 and 2 ranks). Not run with --abort-on-container-exit (a
+# dead worker would stop the cluster): `up -d`, then wait for the coordinator. Figures for
+# each loss: seconds from the kill to the first step of the restarted job, and the steps
+# trained after the last checkpoint (done again), from metrics.jsonl (--log-every 1: one
+# record per step, with its time).
+if [ $ELASTIC_TEST = 1 ]; then
+  dc down -v >/dev/null 2>&1
+  elastic_train=${SMOKE_ELASTIC_TRAIN_ARGS:---max-steps 70 --checkpoint-every 10 --log-every 1 --eval-every 0 --deterministic --micro-batches 6}
+  read -r kill_1 kill_2 <<<"${SMOKE_ELASTIC_KILL_AT:-25 45}"
+  [[ $kill_1 =~ ^[0-9]+$ && $kill_2 =~ ^[0-9]+$ && $kill_2 -gt $kill_1 ]] \
+    || fail "SMOKE_ELASTIC_KILL_AT: two increasing step numbers, got '${SMOKE_ELASTIC_KILL_AT:-}'"
+  [ "$WORKERS" -ge 2 ] || fail "--elastic needs SMOKE_WORKERS >= 2"
+  say "elastic test: DISTNET_ELASTIC=1, $((WORKERS + 1)) nodes, TRAIN_ARGS=$elastic_train; workers die after steps $kill_1 and $kill_2"
+  DISTNET_ELASTIC=1 DISTNET_WORKERS=$WORKERS DISTNET_PROCS_PER_NODE=$PPN TRAIN_ARGS=$elastic_train \
+    dc up -d >"$LOGDIR/elastic-up.log" 2>&1 || { cat "$LOGDIR/elastic-up.log" >&2; fail "docker-compose up -d"; }
+  coordinator=$(project_ids --filter label=com.docker.compose.service=coordinator | head -1)
+  [ -n "$coordinator" ] || fail "no coordinator container"
+  step_now() {  # the last step in metrics.jsonl, or -1
+    local out
+    out=$(docker exec "$coordinator" sh -c 'tail -n 1 /data/metrics.jsonl 2>/dev/null' 2>/dev/null \
+          | python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["step"])' 2>/dev/null) || out=""
+    echo "${out:--1}"
+  }
+  coordinator_log() { dc logs --no-color coordinator 2>&1 | sed 's/^[^|]*| //'; }
+  wait_for_step() {  # wait_for_step N: until the job has trained step N
+    for _ in $(seq 1 1500); do
+      [ "$(step_now)" -ge "$1" ] && return 0
+      [ "$(docker inspect -f '{{.State.Running}}' "$coordinator")" = true ] \
+        || { coordinator_log | tail -30 >&2; fail "the elastic job ended before step $1"; }
+      sleep 0.2
+    done
+    fail "the elastic job did not reach step $1"
+  }
+  ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$1"; }
+  kill_worker() {  # kill_worker ID: sets KILLED_AT, KILLED_IP
+    KILLED_IP=$(ip_of "$1")
+    KILLED_AT=$(date +%s.%N)
+    docker kill "$1" >/dev/null
+    say "killed worker $(docker inspect -f '{{.Name}}' "$1") ($KILLED_IP) at step $(step_now)"
+  }
+  read -r -a workers_now < <(project_ids --filter label=com.docker.compose.service=worker | xargs)
+  [ "${#workers_now[@]}" -ge 2 ] || fail "fewer than 2 running workers"
+  first=${workers_now[0]} second=${workers_now[1]}
+  wait_for_step "$kill_1"
+  kill_worker "$first"; killed_1=$KILLED_AT ip_1=$KILLED_IP
+  # back: the same container started again (a new host key, published as at any start)
+  for _ in $(seq 1 300); do coordinator_log | grep -q "restart 1 on" && break; sleep 0.2; done
+  docker start "$first" >/dev/null
+  back_ip=$(ip_of "$first")
+  say "started worker $(docker inspect -f '{{.Name}}' "$first") again ($back_ip)"
+  wait_for_step "$kill_2"
+  kill_worker "$second"; killed_2=$KILLED_AT ip_2=$KILLED_IP
+  elastic_rc=$(timeout 600 docker wait "$coordinator") || fail "the elastic job did not end within 600 s"
+  coordinator_log >"$LOGDIR/elastic.log"
+  docker logs -t "$coordinator" >"$LOGDIR/elastic-timed.log" 2>&1 || true
+  grep -E "distnet.launch: (restart|not answering|no longer|using again)|resumed|final" "$LOGDIR/elastic.log" || true
+  [ "$elastic_rc" = 0 ] || { tail -40 "$LOGDIR/elastic.log" >&2; fail "the elastic job exited with $elastic_rc"; }
+  for ip in "$ip_1" "$ip_2"; do
+    grep -qE "(not answering, left out|no longer in the hostfile): .*\b$ip\b" "$LOGDIR/elastic.log" \
+      || fail "the launcher did not leave out the killed worker $ip"
+  done
+  grep -qE "restart 1 on $WORKERS node\(s\).*: [^ ]+, " "$LOGDIR/elastic.log" \
+    || fail "the job did not restart on the $WORKERS surviving nodes"
+  grep -E "restart 2 on " "$LOGDIR/elastic.log" | grep -qw "$back_ip" \
+    || fail "the worker that came back ($back_ip) was not used at the next restart"
+  # the same training in one uninterrupted process, into the same volume
+  vol=$(runs_volume)
+  read -r -a ref_args <<<"$elastic_train"
+  docker run --rm --name "$PROJECT-reference" --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
+    --checkpoint-dir /v/reference --no-progress >"$LOGDIR/elastic-reference.log" 2>&1 \
+    || { tail -20 "$LOGDIR/elastic-reference.log" >&2; fail "the uninterrupted reference run failed"; }
+  figures=$(docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
+import json, sys
+import numpy as np
+bitwise, kills = "--deterministic" in sys.argv[1], [float(t) for t in sys.argv[2:]]
+a = np.load("/v/checkpoints/latest.npz", allow_pickle=False)
+b = np.load("/v/reference/latest.npz", allow_pickle=False)
+assert int(a["step"]) == int(b["step"]), ("steps", int(a["step"]), int(b["step"]))
+p, q = a["params"], b["params"]
+rel = float(np.max(np.abs(p - q)) / np.max(np.abs(q)))
+print(int(bool(np.array_equal(p, q)) if bitwise else rel <= 1e-5), int(a["step"]), f"{rel:.2g}")
+steps = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
+steps = [(r["step"], r["time"]) for r in steps if r.get("event") == "train"]
+restarts = [i for i in range(1, len(steps)) if steps[i][0] <= steps[i - 1][0]]
+assert len(restarts) == len(kills), ("restarts seen in metrics.jsonl", len(restarts))
+for i, killed in zip(restarts, kills):  # reached, resumed at, lost, seconds to continue
+    print(steps[i - 1][0], steps[i][0] - 1, steps[i - 1][0] - steps[i][0] + 1, round(steps[i][1] - killed, 1))
+' "$elastic_train" "$killed_1" "$killed_2") || fail "cannot compare the checkpoints"
+  { read -r same final rel; read -r reached_1 resumed_1 lost_1 took_1; read -r reached_2 resumed_2 lost_2 took_2; } <<<"$figures"
+  for resumed in "$resumed_1" "$resumed_2"; do
+    grep -q "resumed from /data/checkpoints/latest.npz at step $resumed" "$LOGDIR/elastic.log" \
+      || fail "a restarted job did not resume from step $resumed"
+  done
+  [ "$same" = 1 ] || fail "final parameters differ from the uninterrupted run's (max relative difference $rel)"
+  say "elastic: exit 0 at step $final; loss 1: reached step $reached_1, resumed at $resumed_1 ($lost_1 step(s) lost), continued ${took_1}s after the kill"
+  say "elastic: loss 2 (after the first worker came back): reached step $reached_2, resumed at $resumed_2 ($lost_2 step(s) lost), continued ${took_2}s after the kill"
+  # where the time to continue goes, from the coordinator's log timestamps
+  python3 - "$LOGDIR/elastic-timed.log" "$killed_1" "$killed_2" <<'PY' | while read -r line; do say "elastic: $line"; done || true
+import datetime, sys
+def seconds(stamp):  # docker's RFC 3339 with nanoseconds
+    day, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.datetime.fromisoformat(day).replace(tzinfo=datetime.timezone.utc).timestamp() + float("0." + (frac or "0"))
+lines = []
+for raw in open(sys.argv[1], errors="replace"):
+    stamp, _, text = raw.partition(" ")
+    try:
+        lines.append((seconds(stamp), text))
+    except ValueError:
+        pass
+for n, killed in enumerate(map(float, sys.argv[2:]), 1):
+    after = [(t, text) for t, text in lines if t >= killed]
+    failed = next((t for t, text in after if "distnet.launch: job failed" in text), None)
+    restart = next((t for t, text in after if f"distnet.launch: restart {n} on" in text), None)
+    resumed = next((t for t, text in after if "distnet: resumed from" in text), None)
+    if None not in (failed, restart, resumed):
+        print(f"loss {n}: mpirun ended {failed - killed:.1f}s after the kill; hostfile refresh + probe + "
+              f"restart delay {restart - failed:.1f}s; the new job read its checkpoint {resumed - restart:.1f}s later")
+PY
+  say "elastic: final parameters vs one uninterrupted process: max relative difference $rel ($(grep -q -- --deterministic <<<"$elastic_train" && echo bitwise equal || echo '<= 1e-5'))"
+fi
+
 # 6. Optional: the separate-hosts recipe of README.md, each "host" a plain `docker run` on
 # a network of its own (no compose, no shared rendezvous volume).
 if [ $HOSTS_TEST = 1 ]; then
@@ -255,7 +399,7 @@ if [ $HOSTS_TEST = 1 ]; then
   docker network create "$HOSTS_NET" >/dev/null
   confined=(--cap-drop ALL --cap-add SETUID --cap-add SETGID --security-opt no-new-privileges:true --shm-size 256m)
   for n in 1 2; do
-    docker run -d --name distnet-smoke-node$n --hostname node$n --network "$HOSTS_NET" --network-alias node$n \
+    docker run -d --name $PROJECT-node$n --hostname node$n --network "$HOSTS_NET" --network-alias node$n \
       "${confined[@]}" --cap-add SYS_CHROOT --cap-add KILL --cap-add NET_BIND_SERVICE \
       --tmpfs /run/distnet:mode=0700,size=1m \
       -e DISTNET_SSH_PORT=2222 -e DISTNET_IFACE=eth0 \
@@ -264,7 +408,7 @@ if [ $HOSTS_TEST = 1 ]; then
   done
   hosts_job() {   # hosts_job LOG KNOWN_HOSTS: the coordinator in the foreground; sets UP_RC
     set +e
-    docker run --rm --name distnet-smoke-node0 --hostname node0 --network "$HOSTS_NET" --network-alias node0 \
+    docker run --rm --name $PROJECT-node0 --hostname node0 --network "$HOSTS_NET" --network-alias node0 \
       "${confined[@]}" --tmpfs /home/distnet/.ssh:uid=1000,gid=1000,mode=0700,size=1m \
       -e DISTNET_HOSTFILE=/etc/distnet/hostfile -v "$local_dir/hostfile:/etc/distnet/hostfile:ro" \
       -e DISTNET_SSH_KEY=/etc/distnet/key -v "$local_dir/coordinator_key:/etc/distnet/key:ro" \
@@ -279,7 +423,7 @@ if [ $HOSTS_TEST = 1 ]; then
   [ "$UP_RC" = 0 ] || { tail -30 "$LOGDIR/hosts.log" >&2; fail "the separate-hosts job exited with $UP_RC"; }
   grep -q "after 30 steps" "$LOGDIR/hosts.log" || fail "the separate-hosts job did not train 30 steps"
   # sshd listens on eth0's address only (/proc/net/tcp: local address of the LISTEN sockets on 2222)
-  listening=$(docker exec distnet-smoke-node1 awk '$4 == "0A" && $2 ~ /:08AE$/ {print $2}' /proc/net/tcp)
+  listening=$(docker exec $PROJECT-node1 awk '$4 == "0A" && $2 ~ /:08AE$/ {print $2}' /proc/net/tcp)
   [ -n "$listening" ] && ! grep -q "^00000000:" <<<"$listening" || fail "worker sshd listens on $listening, not eth0 only"
   say "separate hosts: job exit 0 (strict host keys from a persistent known_hosts; sshd bound to eth0: $listening)"
   hosts_job "$LOGDIR/hosts-wrong.log" wrong_known_hosts

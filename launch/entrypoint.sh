@@ -24,7 +24,12 @@
 #   DISTNET_WORKERS          worker nodes the coordinator waits for (2)
 #   DISTNET_PROCS_PER_NODE   MPI processes per node (1)
 #   TRAIN_ARGS               arguments of python -m distnet.train (shell-quoted words)
-#   DISTNET_MAX_RESTARTS     the launcher's --max-restarts (0)
+#   DISTNET_MAX_RESTARTS     the launcher's --max-restarts (0; with DISTNET_ELASTIC=1 the
+#                            launcher's own default, 10)
+#   DISTNET_ELASTIC          1: elastic continuation (python -m distnet.launch --elastic): when
+#                            a node is lost the job restarts with --resume on the nodes that
+#                            still answer `ssh NODE true` (0 or unset: the job ends)
+#   DISTNET_MIN_NODES        with DISTNET_ELASTIC=1: give up below this many nodes (1)
 #   DISTNET_THREADS          BLAS threads per rank (unset: distnet's default, 1)
 #   DISTNET_DATA_DIR         checkpoints and metrics go here (/data, the coordinator's volume)
 #   DISTNET_RENDEZVOUS       public keys: hostkeys/ (the workers write it) and
@@ -73,6 +78,14 @@ check_settings() {
     yes|accept-new) ;;
     *) bad_setting "DISTNET_HOSTKEY_CHECK: must be 'yes' (strict) or 'accept-new' (trust on first use), got '$CHECK'" ;;
   esac
+  case "${DISTNET_ELASTIC:-0}" in
+    0|1) ;;
+    *) bad_setting "DISTNET_ELASTIC: must be 1 (continue on the surviving nodes) or 0, got '$DISTNET_ELASTIC'" ;;
+  esac
+  [[ ${DISTNET_MIN_NODES:-1} =~ ^[1-9][0-9]*$ ]] \
+    || bad_setting "DISTNET_MIN_NODES: must be a whole number >= 1, got '$DISTNET_MIN_NODES'"
+  [[ ${DISTNET_MAX_RESTARTS:-0} =~ ^[0-9]+$ ]] \
+    || bad_setting "DISTNET_MAX_RESTARTS: must be a whole number >= 0, got '$DISTNET_MAX_RESTARTS'"
   if [ -n "${DISTNET_IFACE:-}" ] && ! [[ $DISTNET_IFACE =~ ^[A-Za-z0-9_.:-]{1,15}$ ]]; then
     bad_setting "DISTNET_IFACE: not a network interface name: '$DISTNET_IFACE'"
   fi
@@ -275,8 +288,24 @@ SSHCONFIG
     || { log "TRAIN_ARGS is not valid shell quoting: ${TRAIN_ARGS:-}"; exit 2; }
   local train_args=()
   mapfile -d '' -t train_args < <("$PY" -c 'import os, shlex, sys; sys.stdout.write("".join(a + "\0" for a in shlex.split(os.environ.get("TRAIN_ARGS", ""))))')
-  local cmd=("$PY" -m distnet.launch -n "$nprocs" --hostfile "$ssh_dir/hostfile"
-             --max-restarts "${DISTNET_MAX_RESTARTS:-0}"
+  # Elastic: no -n (the ranks are the slots of the nodes that answer before each start),
+  # restarts with --resume on the survivors when a node is lost (distnet/elastic.py).
+  # Before each start `rendezvous.py refresh` rewrites the hostfile and known_hosts from the
+  # workers there now (the same arguments as above, no waiting), so a worker started again
+  # (it publishes its new host key) or added (--scale worker=N) is used at the next restart.
+  local scale=(-n "$nprocs" --max-restarts "${DISTNET_MAX_RESTARTS:-0}")
+  if [ "${DISTNET_ELASTIC:-0}" = 1 ]; then
+    local refresh_args=("$PY" "$HERE/rendezvous.py" refresh --self-address "$me") arg skip=0
+    for arg in "${rdv_args[@]}"; do   # the coordinator's arguments but --expect N, --timeout S
+      if [ $skip = 1 ]; then skip=0; continue; fi
+      case "$arg" in --expect|--timeout) skip=1; continue ;; esac
+      refresh_args+=("$arg")
+    done
+    scale=(--elastic --min-nodes "${DISTNET_MIN_NODES:-1}" --restart-delay 1
+           --refresh-command "$(printf '%q ' "${refresh_args[@]}")"
+           ${DISTNET_MAX_RESTARTS:+--max-restarts "$DISTNET_MAX_RESTARTS"})
+  fi
+  local cmd=("$PY" -m distnet.launch "${scale[@]}" --hostfile "$ssh_dir/hostfile"
              --mpi-arg=-launcher --mpi-arg=ssh --mpi-arg=-localhost "--mpi-arg=$me"
              ${iface_args[@]+"${iface_args[@]}"}
              --

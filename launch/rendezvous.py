@@ -16,6 +16,13 @@ Standard library only; runs inside the node image (launch/Dockerfile) and in the
       Without --known-hosts (a known_hosts file given by the operator) it waits only for
       the ssh ports.
 
+  rendezvous.py refresh (the coordinator's arguments, without --expect/--timeout)
+      (coordinator, before each start of an elastic job: DISTNET_ELASTIC=1) rewrite the
+      hostfile and known_hosts from what is there now, without waiting: the workers SERVICE
+      resolves to that have published a host key (a worker started again publishes its new
+      one), or the lines of --hostfile-in.  distnet.launch --elastic then probes each host
+      and leaves out those that do not answer.
+
   rendezvous.py iface-address IFACE
       print the IPv4 address of network interface IFACE (to bind sshd to it).
 
@@ -220,6 +227,26 @@ def cmd_coordinator(args) -> int:
     return 0
 
 
+def cmd_refresh(args) -> int:
+    keydir = Path(args.keydir)
+    me = args.self_address or own_address()
+    if args.hostfile_in:
+        lines = [f"{h}:{n}" for h, n in parse_hostfile(Path(args.hostfile_in).read_text())]
+        workers = [line.rsplit(":", 1)[0] for line in lines[1:]]
+    else:
+        workers = [w for w in resolve(args.service) if w != me]
+        if args.known_hosts and not args.trust_on_first_use:
+            _, missing = known_hosts_lines(workers, keydir, args.port)
+            workers = [w for w in workers if w not in missing]  # strict checking would refuse them
+        lines = hostfile_lines(me, workers, args.ppn)
+    if args.known_hosts:
+        known, _ = known_hosts_lines(workers, keydir, args.port)
+        write_atomic(Path(args.known_hosts), "".join(line + "\n" for line in known))
+    write_atomic(Path(args.hostfile), "".join(line + "\n" for line in lines))
+    log(f"refreshed: {len(lines)} node(s): {', '.join(lines)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -227,17 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keydir", required=True)
     r.add_argument("--pubkey", required=True)
     c = sub.add_parser("coordinator", help="(coordinator) wait for the workers, write hostfile and known_hosts")
-    c.add_argument("--service", default="worker", help="DNS name of the workers (the compose service)")
+    f = sub.add_parser("refresh", help="(coordinator, elastic) rewrite hostfile and known_hosts from the workers there now")
     c.add_argument("--expect", type=int, default=0, help="number of worker nodes to wait for")
-    c.add_argument("--ppn", type=int, default=1, help="MPI processes per node")
-    c.add_argument("--keydir", required=True, help="where workers publish their host keys")
-    c.add_argument("--port", type=int, default=22, help="the workers' ssh port")
-    c.add_argument("--hostfile", required=True, help="hostfile to write")
-    c.add_argument("--known-hosts", help="known_hosts file to write (omit: the operator gave one)")
-    c.add_argument("--hostfile-in", help="use this hostfile (real hosts) instead of DNS discovery")
-    c.add_argument("--self-address", help="this node's address (default: $DISTNET_ADVERTISE_ADDR or its hostname's)")
-    c.add_argument("--trust-on-first-use", action="store_true",
-                   help="do not wait for published host keys (ssh then uses StrictHostKeyChecking=accept-new)")
+    for q in (c, f):
+        q.add_argument("--service", default="worker", help="DNS name of the workers (the compose service)")
+        q.add_argument("--ppn", type=int, default=1, help="MPI processes per node")
+        q.add_argument("--keydir", required=True, help="where workers publish their host keys")
+        q.add_argument("--port", type=int, default=22, help="the workers' ssh port")
+        q.add_argument("--hostfile", required=True, help="hostfile to write")
+        q.add_argument("--known-hosts", help="known_hosts file to write (omit: the operator gave one)")
+        q.add_argument("--hostfile-in", help="use this hostfile (real hosts) instead of DNS discovery")
+        q.add_argument("--self-address", help="this node's address (default: $DISTNET_ADVERTISE_ADDR or its hostname's)")
+        q.add_argument("--trust-on-first-use", action="store_true",
+                       help="do not wait for published host keys (ssh then uses StrictHostKeyChecking=accept-new)")
     c.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the workers")
     i = sub.add_parser("iface-address", help="print the IPv4 address of a network interface")
     i.add_argument("iface")
@@ -253,6 +282,8 @@ def main(argv=None) -> int:
             log(str(exc))
             return 2
         return 0
+    if args.cmd == "refresh":
+        return cmd_refresh(args)
     return cmd_register(args) if args.cmd == "register" else cmd_coordinator(args)
 
 

@@ -45,10 +45,13 @@ def test_bad_input_is_not_retried(tmp_path):
 
 
 def fake_mpirun(tmp_path, exit_code):
-    """An 'mpirun' that records each start (one line in a file) and exits with EXIT_CODE."""
+    """An 'mpirun' that records each start (one line in a file) and exits with EXIT_CODE;
+    asked ``--version`` it answers as MPICH's Hydra does (the launcher asks, to spell the
+    hostfile flag)."""
     starts = tmp_path / "starts"
     script = tmp_path / "fake-mpirun"
-    script.write_text(f"#!/bin/sh\necho \"$*\" >> '{starts}'\nexit {exit_code}\n")
+    script.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && {{ echo 'HYDRA build details:'; exit 0; }}\n"
+                      f"echo \"$*\" >> '{starts}'\nexit {exit_code}\n")
     script.chmod(0o755)
     return script, starts
 

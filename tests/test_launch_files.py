@@ -60,7 +60,8 @@ def test_compose_has_coordinator_and_workers():
     assert "coordinator" in services["coordinator"] and "worker" in services["worker"]
     # the number of workers is configurable, the training arguments are passed through
     assert re.search(r"scale:\s*\$\{DISTNET_WORKERS:-\d+\}", services["worker"])
-    for var in ("DISTNET_WORKERS", "DISTNET_PROCS_PER_NODE", "TRAIN_ARGS"):
+    for var in ("DISTNET_WORKERS", "DISTNET_PROCS_PER_NODE", "TRAIN_ARGS", "DISTNET_ELASTIC", "DISTNET_MIN_NODES",
+                "DISTNET_MAX_RESTARTS"):
         assert re.search(rf"{var}:\s*\$\{{{var}:-", services["coordinator"]), var
 
 
@@ -234,6 +235,8 @@ def run_entrypoint(tmp_path, role, **env):
     ("DISTNET_HOSTKEY_CHECK", "accept_new"), ("DISTNET_HOSTKEY_CHECK", "ask"),
     ("DISTNET_IFACE", "eth0;id"), ("DISTNET_KNOWN_HOSTS", "/no/such/known_hosts"),
     ("DISTNET_HOST_KEY", "/no/such/key"),
+    ("DISTNET_ELASTIC", "yes"), ("DISTNET_ELASTIC", "true"), ("DISTNET_MIN_NODES", "0"),
+    ("DISTNET_MIN_NODES", "two"), ("DISTNET_MAX_RESTARTS", "-1"), ("DISTNET_MAX_RESTARTS", "3 --x"),
 ])
 def test_a_bad_setting_is_an_error_not_a_weaker_mode(tmp_path, role, var, value):
     r = run_entrypoint(tmp_path, role, **{var: value})
@@ -245,10 +248,27 @@ def test_a_bad_setting_is_an_error_not_a_weaker_mode(tmp_path, role, var, value)
 
 @pytest.mark.parametrize("role", ["worker", "coordinator"])
 @pytest.mark.parametrize("env", [{}, {"DISTNET_SSH_PORT": "2222", "DISTNET_HOSTKEY_CHECK": "accept-new"},
-                                 {"DISTNET_SSH_PORT": "65535", "DISTNET_HOSTKEY_CHECK": "yes", "DISTNET_IFACE": "eth1"}])
+                                 {"DISTNET_SSH_PORT": "65535", "DISTNET_HOSTKEY_CHECK": "yes", "DISTNET_IFACE": "eth1"},
+                                 {"DISTNET_ELASTIC": "1", "DISTNET_MIN_NODES": "2", "DISTNET_MAX_RESTARTS": ""},
+                                 {"DISTNET_ELASTIC": "0", "DISTNET_MAX_RESTARTS": "3"}])
 def test_the_documented_settings_pass_the_check(tmp_path, role, env):
     r = run_entrypoint(tmp_path, role, **env)
     assert r.returncode == 1 and "must start as root" in r.stderr, r.stderr
+
+
+def test_elastic_mode_runs_the_launcher_elastic_without_a_fixed_rank_count():
+    """DISTNET_ELASTIC=1: --elastic with --min-nodes and no -n (the live nodes' slots decide);
+    otherwise -n and --max-restarts as before."""
+    coordinator = ENTRYPOINT.read_text().split("\ncoordinator() {", 1)[1]
+    assert 'local scale=(-n "$nprocs" --max-restarts "${DISTNET_MAX_RESTARTS:-0}")' in coordinator
+    elastic_branch = coordinator.split('if [ "${DISTNET_ELASTIC:-0}" = 1 ]; then', 1)[1].split("\n  fi\n", 1)[0]
+    assert 'scale=(--elastic --min-nodes "${DISTNET_MIN_NODES:-1}"' in elastic_branch
+    assert "-n " not in elastic_branch
+    assert '-m distnet.launch "${scale[@]}" --hostfile "$ssh_dir/hostfile"' in coordinator
+    # before each start: rendezvous.py refresh with the coordinator's own arguments, no waiting
+    assert 'refresh_args=("$PY" "$HERE/rendezvous.py" refresh --self-address "$me")' in coordinator
+    assert "--expect|--timeout) skip=1; continue ;;" in coordinator
+    assert '--refresh-command "$(printf \'%q \' "${refresh_args[@]}")"' in coordinator
 
 
 # ---------------------------------------------------------------- launch/rendezvous.py
@@ -382,3 +402,27 @@ def test_register_publishes_the_host_key(tmp_path, monkeypatch):
 def socket_hostname():
     import socket
     return socket.gethostname()
+
+
+def test_refresh_rewrites_the_hostfile_from_the_workers_there_now(tmp_path, monkeypatch):
+    """The elastic coordinator's refresh before each start: the workers DNS answers with now,
+    those without a published host key left out (strict checking would refuse them; with
+    trust on first use they stay), known_hosts rewritten with the current keys (a worker
+    started again has a new one), the coordinator first; no waiting."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "10.0.0.3.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINew worker@3\n")
+    (keys / "10.0.0.5.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFive worker@5\n")
+    monkeypatch.setattr(rdv, "resolve", lambda name: ["10.0.0.2", "10.0.0.3", "10.0.0.4"] if name == "worker" else [])
+    out_hosts, out_known = tmp_path / "hostfile", tmp_path / "known_hosts"
+    common = ["refresh", "--keydir", str(keys), "--ppn", "2", "--hostfile", str(out_hosts), "--self-address", "10.0.0.2"]
+    assert rdv.main([*common, "--known-hosts", str(out_known)]) == 0
+    assert out_hosts.read_text() == "10.0.0.2:2\n10.0.0.3:2\n"  # 10.0.0.4 has no key yet
+    assert out_known.read_text() == "10.0.0.3 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINew\n"
+    assert rdv.main([*common, "--known-hosts", str(out_known), "--trust-on-first-use"]) == 0
+    assert out_hosts.read_text() == "10.0.0.2:2\n10.0.0.3:2\n10.0.0.4:2\n"
+    hostfile_in = tmp_path / "hosts.in"
+    hostfile_in.write_text("10.0.0.2:1\n10.0.0.5:4\n")
+    assert rdv.main([*common, "--known-hosts", str(out_known), "--hostfile-in", str(hostfile_in)]) == 0
+    assert out_hosts.read_text() == "10.0.0.2:1\n10.0.0.5:4\n"
+    assert out_known.read_text() == "10.0.0.5 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFive\n"
