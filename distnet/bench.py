@@ -15,6 +15,10 @@ Examples::
     python -m distnet.bench                                  # everything, a few minutes
     python -m distnet.bench --models lenet5 --batch-sizes 64 --threads 1 --seconds 5
     python -m distnet.bench --json results.json
+    mpirun -n 2 python -m distnet.bench --timeline     # where a step's time goes, per rank
+    python -m distnet.bench --ceiling                  # 2 ranks against 2 single jobs together
+
+``--timeline`` and ``--ceiling`` are distnet/bench_sync.py's (see there).
 """
 from __future__ import annotations
 
@@ -26,7 +30,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# one BLAS thread unless told otherwise, before NumPy loads: the --timeline/--ceiling jobs
+# train in this process (the throughput table's workers get their thread counts explicitly)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32)}
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -217,6 +226,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--timeline" in argv or "--ceiling" in argv:
+        from .bench_sync import main as sync_main
+        return sync_main(argv)
     args = parse_args(argv)
     if args.worker:
         worker(args)
