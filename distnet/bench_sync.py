@@ -152,15 +152,15 @@ def _last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def singles_together(args) -> list[float]:
-    """images/s of each of ``args.ranks`` single-process jobs whose timed steps start together."""
+def singles_together(args) -> list[dict]:
+    """The figures of each of ``args.ranks`` single-process jobs whose timed steps start together."""
     start = time.time() + 5.0  # enough for the imports and the set-up of every job
     procs = [subprocess.Popen(_job_command(args, ["--start-at", f"{start:.3f}"]), env=_job_env(),
                               stdout=subprocess.PIPE, text=True) for _ in range(args.ranks)]
     outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"distnet: error: a single-process job failed ({[p.returncode for p in procs]})")
-    return [_last_json(o)["images_per_s"] for o in outs]
+    return [_last_json(o) for o in outs]
 
 
 def mpi_job(args) -> dict:
@@ -176,28 +176,37 @@ def mpi_job(args) -> dict:
 
 
 def ceiling_main(args) -> int:
+    from .timeline import BUSY, PHASES
+
     print(f"{args.model}, {args.per_rank_batch} samples per rank, {args.steps} steps ({args.warmup} warm-up): "
           f"mpirun -n {args.ranks} against {args.ranks} single-process jobs started together", flush=True)
-    print(f"{'round':>5} {'singles img/s (sum)':>24} {'mpirun img/s':>13} {'ratio':>6}", flush=True)
-    ratios, jobs = [], []
+    print(f"{'round':>5} {'singles img/s (sum)':>24} {'mpirun img/s':>13} {'ratio':>6}  "
+          f"{'single step/busy ms':>19} {'rank step/busy ms':>17}  lockstep loss", flush=True)
+    ratios = []
     for round_ in range(args.repeats):
         if round_ % 2 == 0:
             singles, job = singles_together(args), mpi_job(args)
         else:
             job = mpi_job(args)
             singles = singles_together(args)
-        ratio = job["images_per_s"] / sum(singles)
+        rates = [s["images_per_s"] for s in singles]
+        ratio = job["images_per_s"] / sum(rates)
         ratios.append(ratio)
-        jobs.append(job)
-        shown = "+".join(f"{s:.0f}" for s in singles) + f" = {sum(singles):.0f}"
-        print(f"{round_ + 1:5d} {shown:>24} {job['images_per_s']:13.0f} {ratio:6.3f}", flush=True)
+        alone = [s["per_rank"][0] for s in singles]
+        ranks = job["per_rank"]
+        busy = lambda ms: sum(ms[PHASES[i]] for i in BUSY)  # noqa: E731
+        single_ms = f"{statistics.mean(a['step_ms'] for a in alone):.2f}/{statistics.mean(busy(a['ms']) for a in alone):.2f}"
+        rank_ms = f"{ranks[0]['step_ms']:.2f}/{statistics.mean(busy(r['ms']) for r in ranks):.2f}"
+        loss = job["lockstep_loss"]
+        shown = "+".join(f"{r:.0f}" for r in rates) + f" = {sum(rates):.0f}"
+        print(f"{round_ + 1:5d} {shown:>24} {job['images_per_s']:13.0f} {ratio:6.3f}  {single_ms:>19} {rank_ms:>17}  "
+              f"imbalance {100 * loss['imbalance']:.1f}%, communication {100 * loss['communication']:.1f}%",
+              flush=True)
     ratios.sort()
     print(f"ratio: median {statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f} "
           f"over {len(ratios)} rounds", flush=True)
-    from .timeline import PHASES
-    ms = {p: statistics.median(j["per_rank"][0]["ms"][p] for j in jobs) for p in PHASES}
-    print("rank 0 of the mpirun job, median ms per step over the rounds: "
-          + ", ".join(f"{p} {v:.2f}" for p, v in ms.items() if v > 0), flush=True)
+    print("(busy: a process's own work per step, loader + forward/backward + optimizer + Python; a rank's "
+          "step beyond it is waiting: for the slowest rank, or for the data to move)", flush=True)
     return 0
 
 

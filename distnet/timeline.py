@@ -85,13 +85,17 @@ class Timeline:
             finish()
             self.mark(GRAD_ALLREDUCE)
 
+        own = vars(sync).get("finish")  # an instance's own finish (another wrapper), else None
         sync.finish = timed_finish
-        self._sync, self._finish = sync, finish
+        self._sync, self._finish = sync, own
         return self
 
     def detach(self, trainer) -> None:
         if self._sync is not None:
-            self._sync.finish = self._finish
+            if self._finish is None:
+                del self._sync.finish  # the class's method again
+            else:
+                self._sync.finish = self._finish
             self._sync = self._finish = None
         trainer.timeline = None
 

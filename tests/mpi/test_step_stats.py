@@ -98,3 +98,20 @@ def test_a_stop_asked_of_one_rank_stops_every_rank_after_the_same_step(comm, tmp
     if comm.rank == 0:
         from distnet import checkpoint
         assert checkpoint.load(f"{folder}/{checkpoint.LATEST}").step == 4
+
+
+def test_bench_timeline_gathers_every_rank_s_breakdown(comm):
+    """``mpirun -n N python -m distnet.bench --timeline``'s figures: one summary per rank on
+    rank 0, each over the steps after the warm-up, and a lockstep split that adds up."""
+    from distnet.bench_sync import parse_args, run_timeline
+
+    args = parse_args(["--timeline", "--steps", "12", "--warmup", "2", "--per-rank-batch", "8", "--barrier"])
+    summaries, loss = run_timeline(args, comm)
+    if comm.rank != 0:
+        assert summaries is None and loss is None
+        return
+    assert len(summaries) == comm.size and all(s["steps"] == 10 for s in summaries)
+    assert all(s["ms"]["forward_backward"] > 0 and s["ms"]["grad_imbalance"] > 0 for s in summaries)
+    assert all(s["ms"]["stats_allreduce"] < s["step_ms"] for s in summaries)
+    assert loss["busy"] + loss["imbalance"] + loss["communication"] == pytest.approx(1.0)
+    assert 0 < loss["busy"] <= 1 and loss["imbalance"] >= 0
