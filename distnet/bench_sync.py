@@ -119,7 +119,8 @@ def timeline_main(args) -> int:
     print(format_summaries(summaries, title), flush=True)
     if comm.size > 1:
         print(f"lockstep: ranks busy {100 * loss['busy']:.1f}% of the job's time; lost to waiting for the "
-              f"slowest rank {100 * loss['imbalance']:.1f}%, to communication {100 * loss['communication']:.1f}%",
+              f"slowest rank {100 * loss['imbalance']:.1f}% ({100 * loss['systematic']:.1f}% systematic: one rank slower "
+              f"on average), to communication {100 * loss['communication']:.1f}%",
               flush=True)
     if args.json:
         with open(args.json, "w") as f:
@@ -200,7 +201,7 @@ def ceiling_main(args) -> int:
         loss = job["lockstep_loss"]
         shown = "+".join(f"{r:.0f}" for r in rates) + f" = {sum(rates):.0f}"
         print(f"{round_ + 1:5d} {shown:>24} {job['images_per_s']:13.0f} {ratio:6.3f}  {single_ms:>19} {rank_ms:>17}  "
-              f"imbalance {100 * loss['imbalance']:.1f}%, communication {100 * loss['communication']:.1f}%",
+              f"imbalance {100 * loss['imbalance']:.1f}% ({100 * loss['systematic']:.1f}% systematic), communication {100 * loss['communication']:.1f}%",
               flush=True)
     ratios.sort()
     print(f"ratio: median {statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f} "

@@ -126,18 +126,22 @@ def lockstep_loss(per_rank_rows: list) -> dict:
     processes would be busy all the time, so the fraction of the job's time not spent busy
     is the loss against them, and it splits into ``imbalance`` (the slowest rank's busy
     time minus the mean rank's: the others wait for it) and ``communication`` (the step's
-    time beyond the slowest rank's busy time: moving and reducing the data)."""
+    time beyond the slowest rank's busy time: moving and reducing the data).  Of the
+    imbalance, ``systematic`` is what one rank being slower on average costs (the slowest
+    mean busy time minus the mean), which giving that rank fewer samples could recover; the
+    rest is step-to-step jitter, which no split of the batch can."""
     steps = min(len(r) for r in per_rank_rows)
     if steps == 0 or len(per_rank_rows) < 2:
-        return {"imbalance": 0.0, "communication": 0.0, "busy": 1.0}
+        return {"imbalance": 0.0, "communication": 0.0, "busy": 1.0, "systematic": 0.0}
     rows = np.stack([np.asarray(r)[:steps] for r in per_rank_rows])  # ranks x steps x phases
     busy = rows[:, :, list(BUSY)].sum(axis=2)  # ranks x steps
     step = rows.sum(axis=2).mean(axis=0)  # every rank's step lasts the same, up to the marks
     total = step.sum()
     slowest = busy.max(axis=0).sum()
     mean = busy.mean(axis=0).sum()
+    systematic = busy.sum(axis=1).max() - mean
     return {"imbalance": float((slowest - mean) / total), "communication": float((total - slowest) / total),
-            "busy": float(mean / total)}
+            "busy": float(mean / total), "systematic": float(systematic / total)}
 
 
 def format_summaries(summaries: list, title: str) -> str:

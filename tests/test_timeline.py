@@ -51,8 +51,11 @@ def test_lockstep_loss_splits_waiting_into_the_slowest_rank_and_communication():
     rank0 = [row(8, 2), row(6, 4)]
     rank1 = [row(6, 4), row(8, 2)]
     loss = lockstep_loss([rank0, rank1])
-    assert loss == pytest.approx({"imbalance": 0.1, "communication": 0.2, "busy": 0.7})
-    assert lockstep_loss([rank0]) == {"imbalance": 0.0, "communication": 0.0, "busy": 1.0}
+    assert loss == pytest.approx({"imbalance": 0.1, "communication": 0.2, "busy": 0.7, "systematic": 0.0})
+    assert lockstep_loss([rank0]) == {"imbalance": 0.0, "communication": 0.0, "busy": 1.0, "systematic": 0.0}
+    # rank 1 slower on average: busy 7 and 9 against rank 0's 6 and 6
+    loss = lockstep_loss([[row(6, 4), row(6, 4)], [row(7, 3), row(9, 1)]])
+    assert loss["imbalance"] == pytest.approx(0.1) and loss["systematic"] == pytest.approx(0.1)
 
 
 def test_a_timeline_on_a_real_trainer_records_every_step_and_detaches():
