@@ -201,7 +201,9 @@ def format_report(facts: dict, table: dict, settings, args) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m distnet.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="--timeline (per-rank step timeline, under mpirun) and --ceiling (mpirun -n N "
+                                       "against N single jobs): see python -m distnet.bench --timeline --help")
     p.add_argument("--models", default=",".join(INPUT_SHAPES),
                    help="comma-separated model names (default: %(default)s)")
     p.add_argument("--batch-sizes", default="32,64,128,256", help="comma-separated (default: %(default)s)")
