@@ -15,6 +15,10 @@ Examples::
     python -m distnet.bench                                  # everything, a few minutes
     python -m distnet.bench --models lenet5 --batch-sizes 64 --threads 1 --seconds 5
     python -m distnet.bench --json results.json
+    mpirun -n 2 python -m distnet.bench --timeline     # where a step's time goes, per rank
+    python -m distnet.bench --ceiling                  # 2 ranks against 2 single jobs together
+
+``--timeline`` and ``--ceiling`` are distnet/bench_sync.py's (see there).
 """
 from __future__ import annotations
 
@@ -26,7 +30,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# one BLAS thread unless told otherwise, before NumPy loads: the --timeline/--ceiling jobs
+# train in this process (the throughput table's workers get their thread counts explicitly)
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32)}
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -192,7 +201,9 @@ def format_report(facts: dict, table: dict, settings, args) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m distnet.bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="--timeline (per-rank step timeline, under mpirun) and --ceiling (mpirun -n N "
+                                       "against N single jobs): see python -m distnet.bench --timeline --help")
     p.add_argument("--models", default=",".join(INPUT_SHAPES),
                    help="comma-separated model names (default: %(default)s)")
     p.add_argument("--batch-sizes", default="32,64,128,256", help="comma-separated (default: %(default)s)")
@@ -217,6 +228,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--timeline" in argv or "--ceiling" in argv:
+        from .bench_sync import main as sync_main
+        return sync_main(argv)
     args = parse_args(argv)
     if args.worker:
         worker(args)
