@@ -229,9 +229,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--timeline" in argv or "--ceiling" in argv:
+    if "--timeline" in argv or "--ceiling" in argv:  # the per-rank step timeline, bench_sync.py
         from .bench_sync import main as sync_main
         return sync_main(argv)
+    if "--predict" in argv:  # the scaling model, scaling.py
+        from .scaling import main as scaling_main
+        return scaling_main(argv)
     args = parse_args(argv)
     if args.worker:
         worker(args)
@@ -259,7 +262,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    if "--predict" in sys.argv[1:]:  # the scaling model, distnet/scaling.py (its main(argv) for the API)
-        from distnet import scaling
-        raise SystemExit(scaling.main(sys.argv[1:]))
     raise SystemExit(main())
