@@ -254,10 +254,14 @@ def maxpool_forward(x, kh: int, kw: int, stride: int):
     The winner index is kept as a uint8 per output element and updated with arithmetic
     (``np.maximum(idx, better * k)`` works because k only grows), which is an order of
     magnitude faster in NumPy than masked assignment (``np.copyto(where=)``/``putmask``).
+    2x2 windows with stride 2, the common case, take ``_maxpool2x2_forward``.
     """
     xc = to_chwn(x)
     c, h, w, n = xc.shape
     oh, ow = output_size(h, kh, stride), output_size(w, kw, stride)
+    if kh == kw == stride == 2:
+        out, wins = _maxpool2x2_forward(xc, oh, ow)
+        return to_nchw(out), (wins, xc.shape)
     if kh * kw > 255:
         raise ValueError(f"pooling window {kh}x{kw} is too large")
     out = idx = None
@@ -283,6 +287,9 @@ def maxpool_backward(grad_out, kh: int, kw: int, stride: int, cache):
     covered = not overlapping and stride * oh == shape[1] and stride * ow == shape[2]
     # disjoint windows that tile the input write every element exactly once
     dxc = np.empty(shape, dtype=dtype) if covered else np.zeros(shape, dtype=dtype)
+    if isinstance(idx, tuple):
+        _maxpool2x2_backward(g, idx, dxc, oh, ow)
+        return to_nchw(dxc)
     for i, j, si, sj in window_slices(kh, kw, stride, oh, ow):
         won = idx == i * kw + j
         if overlapping:
@@ -290,6 +297,38 @@ def maxpool_backward(grad_out, kh: int, kw: int, stride: int, cache):
         else:
             np.multiply(g, won, out=dxc[:, si, sj, :])
     return to_nchw(dxc)
+
+
+def _quadrants(xc, oh: int, ow: int):
+    """The four strided views of a 2x2/stride-2 window: top-left, top-right, bottom-left,
+    bottom-right element of every window, each (C, OH, OW, N)."""
+    return [xc[:, i:i + 2 * oh:2, j:j + 2 * ow:2, :] for i in (0, 1) for j in (0, 1)]
+
+
+def _maxpool2x2_forward(xc, oh: int, ow: int):
+    """2x2/stride-2 max as a tree of three pairwise maxima; the winner is kept as the three
+    comparisons that chose it (right beat left in the top row, in the bottom row, bottom
+    beat top), strict so that ties go to the first position in (row, column) order, as in
+    the general path.  6 NumPy passes over the output instead of 13, no uint8 arithmetic.
+    """
+    a, b, c, d = _quadrants(xc, oh, ow)
+    right_top = np.greater(b, a)
+    top = np.maximum(a, b)
+    right_bottom = np.greater(d, c)
+    bottom = np.maximum(c, d)
+    lower = np.greater(bottom, top)
+    np.maximum(top, bottom, out=top)
+    return top, (right_top, right_bottom, lower)
+
+
+def _maxpool2x2_backward(g, wins, dxc, oh: int, ow: int):
+    """Route each output gradient to its window's winner, writing all four quadrants of the
+    (tiled) input gradient, each as g times its (boolean) winner mask."""
+    right_top, right_bottom, lower = wins
+    upper = ~lower
+    for quadrant, won in zip(_quadrants(dxc, oh, ow),
+                             (upper & ~right_top, upper & right_top, lower & ~right_bottom, lower & right_bottom)):
+        np.multiply(g, won, out=quadrant)
 
 
 def avgpool_forward(x, kh: int, kw: int, stride: int):
