@@ -28,7 +28,8 @@ MACs for the weight gradient, 2 x MACs for the input gradient except the first l
 which nothing needs), and the fraction of the machine's single-core float32 GEMM rate it
 reaches.  That rate is measured in the same run, by the NumPy worker, as a 2048 x 2048
 float32 ``np.matmul`` with one thread, once before every configuration; the best one is the
-peak.
+peak.  Both the step rates and the GEMM rate are taken per CPU second here, so that time
+slicing on a shared machine cancels out.
 
 ``--unset-openblas-tuning`` removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the NumPy
 worker's environment (some environments set them, forcing a slower kernel); the printout
@@ -169,9 +170,9 @@ def sgemm_rate(n=2048, repeats=3):
     np.matmul(a, b, out=out)
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return 2 * n ** 3 / best
 
 
@@ -322,7 +323,7 @@ def main(argv=None):
         print(describe(side, infos[side]))
     if args.unset_openblas_tuning:
         print("  note: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE were unset for the distnet worker only")
-    print(f"  peak: single-core float32 GEMM (2048^3 np.matmul, 1 thread) {peak / 1e9:.1f} GFLOP/s "
+    print(f"  peak: single-core float32 GEMM (2048^3 np.matmul, 1 thread) {peak / 1e9:.1f} GFLOP/s per CPU second "
           f"(best of {len(peaks)} measurements, lowest {min(peaks) / 1e9:.1f})")
     print()
     head = (f"{'model':18s} {'batch':>5s} {'distnet':>8s} {'torch':>8s} {'ratio':>6s} {'(min-max)':>11s} "
@@ -338,15 +339,16 @@ def main(argv=None):
         r["summary"] = {"distnet_median": md, "torch_median": mt, "ratio_median": statistics.median(ratios),
                         "ratio_min": ratios[0], "ratio_max": ratios[-1],
                         "cpu_ratio_median": statistics.median(cpu), "cpu_ratio_min": cpu[0], "cpu_ratio_max": cpu[-1],
-                        "distnet_peak_fraction": f * md / r["batch_size"] / peak,
-                        "torch_peak_fraction": f * mt / r["batch_size"] / peak}
+                        "distnet_peak_fraction": f * statistics.median(r["cpu_rates"]["distnet"]) / r["batch_size"] / peak,
+                        "torch_peak_fraction": f * statistics.median(r["cpu_rates"]["torch"]) / r["batch_size"] / peak}
         s = r["summary"]
         print(f"{r['model']:18s} {r['batch_size']:5d} {md:8.0f} {mt:8.0f} {s['ratio_median']:5.2f}x "
               f"{ratios[0]:5.2f}-{ratios[-1]:4.2f} {s['cpu_ratio_median']:8.2f}x {cpu[0]:5.2f}-{cpu[-1]:4.2f} "
               f"{f / 1e9:10.3f} {100 * s['distnet_peak_fraction']:12.1f}% {100 * s['torch_peak_fraction']:10.1f}%")
     print("(img/s: wall-clock medians; ratio: median of the per-round distnet/torch ratios of wall-clock rates, "
           "with their min-max;\n cpu-ratio: the same from images per CPU second of each worker, which time "
-          "slicing by other jobs does not disturb;\n %peak: step FLOPs x steps per wall second over the GEMM peak)")
+          "slicing by other jobs does not disturb;\n %peak: step FLOPs x steps per CPU second over the GEMM peak, also "
+          "per CPU second)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "info": infos, "peak_flops": peaks, "results": results}, f, indent=1)
