@@ -96,6 +96,33 @@ def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, b
         np.testing.assert_allclose(conv.backward(g), ref_dx, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 200, 2000, 9000, 1 << 30])
+@pytest.mark.parametrize("case", [(3, 5, 7, 6, 3, 3, 1, 1), (2, 3, 7, 6, 4, 3, 2, 1), (2, 2, 8, 5, 3, (2, 3), 1, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes, case, dtype):
+    """Blocks of single pixels, parts of a row, several rows, or the whole matrix at once;
+    forward, weight gradient and input gradient against the direct formulation."""
+    monkeypatch.setattr(kernels, "_COLS_BLOCK_BYTES", block_bytes)
+    n, c, h, w, o, k, stride, padding = case
+    conv = nn.Conv2d(c, o, k, stride=stride, padding=padding, rng=RNG, dtype=dtype)
+    conv.bias.data[:] = RNG.standard_normal(o)
+    x = RNG.standard_normal((n, c, h, w)).astype(dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for _ in range(2):  # the second step reuses the block buffer
+        y = conv(x)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, stride, padding), **tol)
+        g = RNG.standard_normal(y.shape).astype(dtype)
+        conv.zero_grad()
+        dx = conv.backward(g)
+        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
+                                                      g.astype(np.float64), stride, padding)
+        np.testing.assert_allclose(dx, ref_dx, **tol)
+        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
+        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
+        assert dx.dtype == conv.weight.grad.dtype == dtype
+
+
 def test_conv_workspace_never_aliases_results_and_follows_batch_size():
     conv = nn.Conv2d(2, 3, 3, padding=1, rng=RNG)
     def buffers(workspace):  # arrays in the workspace, nested dicts included

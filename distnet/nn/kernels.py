@@ -96,47 +96,76 @@ def window_slices(kh: int, kw: int, stride: int, oh: int, ow: int):
             yield i, j, slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride)
 
 
-def im2col(xc: np.ndarray, kh: int, kw: int, stride: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Contiguous CHWN xc -> (C*KH*KW, OH*OW*N): rows (c, kh, kw), columns output pixels.
+# Bytes of im2col columns built at a time (see column_blocks).
+_COLS_BLOCK_BYTES = 1 << 20
 
-    One copy through a strided window view; with stride 1 each (row, oh) reads a contiguous
-    run of OW*N values.  ``out`` (right shape and dtype) receives the result if given.
+
+def _pixel_blocks(oh: int, ow: int, pixels: int) -> list[tuple[int, int, int, int]]:
+    """Output-pixel ranges of at most ``pixels`` pixels, each a contiguous column range of a
+    CHWN output: (r0, r1, w0, w1) is rows r0..r1-1 whole, or one row's columns w0..w1-1."""
+    if pixels >= ow:
+        rows = pixels // ow
+        return [(r0, min(oh, r0 + rows), 0, ow) for r0 in range(0, oh, rows)]
+    return [(r, r + 1, w0, min(ow, w0 + pixels)) for r in range(oh) for w0 in range(0, ow, pixels)]
+
+
+def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
+    """The im2col matrix of the padded CHWN input xc, one cache-sized block at a time.
+
+    Yields (cols, start, stop): cols is the (C*KH*KW, stop - start) block of the matrix
+    whose rows are in (c, kh, kw) order and whose columns are the output pixels in
+    (oh, ow, n) order, so y[:, start:stop] = W.reshape(O, -1) @ cols.  Every block is built
+    in the same scratch buffer of about ``_COLS_BLOCK_BYTES`` (1 MiB, half this machine's
+    2 MiB L2), which the caller's GEMM reads while it is still in cache.  With stride 1 each
+    block row is a copy of runs of OW*N contiguous values.  A 1x1 stride-1 conv needs no
+    copy: xc is its own matrix.
+
+    Why blocks: the whole matrix is C*KH*KW times the input (75 MB for the CIFAR net's
+    32->32 3x3 conv at batch 64, 5 MB for LeNet's first conv), so building it went to DRAM
+    and the GEMM read it back from there; the forward kept it for the weight gradient, and
+    the backward read it a third time.  Now the forward keeps only xc and the backward
+    rebuilds the blocks (the copy into cache costs less than the DRAM traffic it replaces).
+    Measured as whole training steps at batch 64, one thread, images per CPU second,
+    15 interleaved rounds against the whole-matrix code while the machine was loaded
+    (load average ~20 on 2 cores): LeNet-5 1.20x (1.05-1.57), cnn2 1.17x (1.06-1.25),
+    cifar-cnn without dropout 1.01x (0.98-1.05).  It also drops the largest array of a step.
     """
     c, h, w, n = xc.shape
     oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    if kh == kw == stride == 1:
+        yield xc.reshape(c, h * w * n), 0, h * w * n
+        return
+    rows = c * kh * kw
     sc, sh, sw, sn = xc.strides
     win = as_strided(xc, (c, kh, kw, oh, ow, n), (sc, sh, sw, sh * stride, sw * stride, sn),
                      writeable=False)
-    shape = (c * kh * kw, oh * ow * n)
-    if out is None or out.shape != shape or out.dtype != xc.dtype:
-        return win.reshape(shape)
-    np.copyto(out.reshape(win.shape), win)
-    return out
+    pixels = min(max(1, _COLS_BLOCK_BYTES // (rows * max(n, 1) * xc.itemsize)), oh * ow)
+    buf = _scratch(workspace, "cols", (rows * pixels * n,), xc.dtype)
+    for r0, r1, w0, w1 in _pixel_blocks(oh, ow, pixels):
+        m = (r1 - r0) * (w1 - w0) * n
+        cols = buf[:rows * m].reshape(c, kh, kw, r1 - r0, w1 - w0, n)
+        np.copyto(cols, win[:, :, :, r0:r1, w0:w1])
+        yield cols.reshape(rows, m), (r0 * ow + w0) * n, ((r1 - 1) * ow + w1) * n
 
 
 def conv2d_forward(x, weight, bias, stride: int, padding: int, workspace=None):
     """x NCHW (any memory layout), weight (O, C, KH, KW) -> (y NCHW view of CHWN, cache).
 
-    With a ``workspace`` dict (the layer's) the im2col matrix, the largest array of a step,
-    is written into the same buffer every call instead of a fresh one.  Otherwise the new
-    matrix is allocated while the previous step's (still held by the cache) is alive, which
-    doubles the peak memory of the biggest array (300 MB -> 600 MB for the CIFAR net's
-    second conv at batch 256) and alternates between two regions of memory.  The cache then
-    refers to that buffer, which is fine because forward and backward alternate.
+    One GEMM per im2col block (``column_blocks``), each writing its columns of y.  The cache
+    is the padded CHWN input, from which the backward rebuilds the blocks.  ``workspace``
+    (the layer's dict) keeps the block buffer from step to step.
     """
     o, c, kh, kw = weight.shape
     xc = pad_chwn(x, padding)
     _, hp, wp, n = xc.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    cols = im2col(xc, kh, kw, stride, None if workspace is None else workspace.get("cols"))
-    if workspace is not None and cols.flags.writeable:
-        # the same buffer when the shape did not change.  Not kept when im2col could return
-        # a read-only view of the input (a 1x1 stride-1 conv, an empty batch): nothing to reuse
-        workspace["cols"] = cols
-    y = weight.reshape(o, c * kh * kw) @ cols
+    y = np.empty((o, oh * ow * n), dtype=np.result_type(x.dtype, weight.dtype))
+    wmat = weight.reshape(o, c * kh * kw)
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+        np.matmul(wmat, cols, out=y[:, start:stop])
     if bias is not None:
         y += bias[:, None]
-    return to_nchw(y.reshape(o, oh, ow, n)), (cols, xc.shape)
+    return to_nchw(y.reshape(o, oh, ow, n)), xc
 
 
 def col2im_add(dxc, dcols, c: int, kh: int, kw: int, stride: int, oh: int, ow: int):
@@ -216,17 +245,25 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
 
     ``workspace`` (a dict the layer keeps) lets scratch buffers live across steps.
     """
-    cols, padded_shape = cache
+    xc = cache
+    padded_shape = xc.shape
     o, c, kh, kw = weight.shape
     _, hp, wp, n = padded_shape
     gc = np.ascontiguousarray(to_chwn(grad_out))  # free when grad_out came from our layers
     oh, ow = gc.shape[1], gc.shape[2]
     g = gc.reshape(o, oh * ow * n)
     # dW[o, (c, kh, kw)] = sum over output pixels: exactly weight's (O, C, KH, KW) order.
-    # Computed transposed, (cols @ g^T)^T: OpenBLAS is faster with the long inner dimension
-    # on that side.  Measured (CPU time, one thread, under load): LeNet conv1 at batch 64
+    # Summed over the im2col blocks, each term computed transposed, cols @ g^T: OpenBLAS is
+    # faster with the long inner dimension on that side.  Measured on the whole matrix (CPU
+    # time, one thread, under load), g @ cols^T -> (cols @ g^T)^T: LeNet conv1 at batch 64
     # 1.07 -> 0.80 ms, conv2 0.81 -> 0.50 ms, CIFAR 32->32 at 32x32 23.9 -> 19.4 ms.
-    weight_grad += (cols @ g.T).T.reshape(weight_grad.shape)
+    dwt = _scratch(workspace, "dwt", (c * kh * kw, o), np.result_type(g.dtype, xc.dtype))
+    part = _scratch(workspace, "dwt_part", dwt.shape, dwt.dtype)
+    dwt.fill(0)
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+        np.matmul(cols, g[:, start:stop].T, out=part)
+        dwt += part
+    weight_grad += dwt.T.reshape(weight_grad.shape)
     if bias_grad is not None:
         bias_grad += g @ _scratch(workspace, "ones", g.shape[1:], g.dtype, 1)  # gemv: 3x g.sum(1)
     if not need_input_grad:
@@ -237,7 +274,7 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         dxc = _input_grad_stride1(g, weight, padded_shape, oh, ow, workspace)
     else:
         dxc = np.zeros(padded_shape, dtype=g.dtype)
-        if cols.size <= _DCOLS_MAX_ELEMENTS:
+        if xc.size * kh * kw <= _DCOLS_MAX_ELEMENTS:  # the column gradients' size
             col2im_add(dxc, weight.reshape(o, c * kh * kw).T @ g, c, kh, kw, stride, oh, ow)
         else:  # one kernel position at a time, to bound memory
             wk = weight.transpose(2, 3, 1, 0)  # (KH, KW, C, O)
