@@ -51,6 +51,8 @@ def conv_reference_grads(x, w, g, stride, padding):
 
 CONV_CASES = [
     # (N, C, H, W, O, kernel, stride, padding)
+    (2, 32, 6, 5, 32, 3, 1, 1),    # CIFAR-like: input gradient as a full convolution
+    (2, 33, 5, 6, 7, 3, 1, 0),
     (64, 1, 28, 28, 6, 5, 1, 2),   # LeNet conv1
     (8, 6, 14, 14, 16, 5, 1, 0),   # LeNet conv2
     (3, 3, 9, 7, 4, 3, 1, 1),
@@ -97,12 +99,16 @@ def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, b
 
 
 @pytest.mark.parametrize("block_bytes", [1, 200, 2000, 9000, 1 << 30])
-@pytest.mark.parametrize("case", [(3, 5, 7, 6, 3, 3, 1, 1), (2, 3, 7, 6, 4, 3, 2, 1), (2, 2, 8, 5, 3, (2, 3), 1, 0)])
+@pytest.mark.parametrize("case", [(3, 5, 7, 6, 3, 3, 1, 1), (2, 3, 7, 6, 4, 3, 2, 1), (2, 2, 8, 5, 3, (2, 3), 1, 0),
+                                  (2, 4, 6, 7, 2, (3, 2), 1, 1), (1, 3, 5, 5, 3, 3, 1, 2)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes, case, dtype):
+@pytest.mark.parametrize("full_conv", [True, False])
+def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes, case, dtype, full_conv):
     """Blocks of single pixels, parts of a row, several rows, or the whole matrix at once;
-    forward, weight gradient and input gradient against the direct formulation."""
+    forward, weight gradient and input gradient (as a full convolution wherever O <= C, or
+    through the pitched col2im) against the direct formulation."""
     monkeypatch.setattr(kernels, "_COLS_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels, "_FULL_CONV_MIN_CHANNELS", 1 if full_conv else 1 << 30)
     n, c, h, w, o, k, stride, padding = case
     conv = nn.Conv2d(c, o, k, stride=stride, padding=padding, rng=RNG, dtype=dtype)
     conv.bias.data[:] = RNG.standard_normal(o)
