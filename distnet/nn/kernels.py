@@ -98,8 +98,11 @@ def window_slices(kh: int, kw: int, stride: int, oh: int, ow: int):
             yield i, j, slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride)
 
 
-# Bytes of im2col columns built at a time (see column_blocks).
-_COLS_BLOCK_BYTES = 1 << 20
+# Bytes of im2col columns built at a time (see column_blocks).  Whole training steps at
+# batch 64 against 1 MiB (images per CPU second, 9 interleaved rounds, under load):
+# 512 KiB LeNet-5 1.19x, cnn2 1.02x, cifar-cnn 1.12x; 256 KiB and 128 KiB no better than
+# 512 KiB (LeNet 0.97x, 0.89x of it), 2 MiB worse than 1 MiB (LeNet 0.91x, cnn2 0.95x).
+_COLS_BLOCK_BYTES = 1 << 19
 
 
 def _pixel_blocks(oh: int, ow: int, pixels: int) -> list[tuple[int, int, int, int]]:
@@ -117,8 +120,8 @@ def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
     Yields (cols, start, stop): cols is the (C*KH*KW, stop - start) block of the matrix
     whose rows are in (c, kh, kw) order and whose columns are the output pixels in
     (oh, ow, n) order, so y[:, start:stop] = W.reshape(O, -1) @ cols.  Every block is built
-    in the same scratch buffer of about ``_COLS_BLOCK_BYTES`` (1 MiB, half this machine's
-    2 MiB L2), which the caller's GEMM reads while it is still in cache.  With stride 1 each
+    in the same scratch buffer of about ``_COLS_BLOCK_BYTES`` (512 KiB, a quarter of this
+    machine's 2 MiB L2), which the caller's GEMM reads while it is still in cache.  With stride 1 each
     block row is a copy of runs of OW*N contiguous values.  A 1x1 stride-1 conv needs no
     copy: xc is its own matrix.
 
