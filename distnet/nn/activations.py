@@ -17,6 +17,13 @@ class ReLU(Module):
     by the boolean mask instead of ``np.where`` (~10x slower); the two differ only for a
     non-finite incoming gradient at an inactive unit (NaN instead of 0), where training has
     diverged anyway.
+
+    Inside a Sequential it may work in place (``overwrite_input``/``overwrite_grad``, set by
+    Sequential for one call when the array is a fresh conv, linear or pool result that no
+    one else holds), and it runs after a MaxPool2d that follows it, on the pooled map (see
+    ``Sequential.execution_order``).  Both together, whole training steps at batch 64 (CPU
+    time, 7 interleaved rounds, under load): LeNet-5 1.11x (1.06-1.19), cnn2 1.08x
+    (0.94-1.13), together with the 2x2 pooling of ``kernels._maxpool2x2_forward``.
     """
 
     def __init__(self):
