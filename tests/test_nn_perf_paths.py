@@ -51,6 +51,8 @@ def conv_reference_grads(x, w, g, stride, padding):
 
 CONV_CASES = [
     # (N, C, H, W, O, kernel, stride, padding)
+    (2, 32, 6, 5, 32, 3, 1, 1),    # CIFAR-like: input gradient as a full convolution
+    (2, 33, 5, 6, 7, 3, 1, 0),
     (64, 1, 28, 28, 6, 5, 1, 2),   # LeNet conv1
     (8, 6, 14, 14, 16, 5, 1, 0),   # LeNet conv2
     (3, 3, 9, 7, 4, 3, 1, 1),
@@ -96,9 +98,43 @@ def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, b
         np.testing.assert_allclose(conv.backward(g), ref_dx, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("block_bytes", [1, 200, 2000, 9000, 1 << 30])
+@pytest.mark.parametrize("case", [(3, 5, 7, 6, 3, 3, 1, 1), (2, 3, 7, 6, 4, 3, 2, 1), (2, 2, 8, 5, 3, (2, 3), 1, 0),
+                                  (2, 4, 6, 7, 2, (3, 2), 1, 1), (1, 3, 5, 5, 3, 3, 1, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("full_conv", [True, False])
+def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes, case, dtype, full_conv):
+    """Blocks of single pixels, parts of a row, several rows, or the whole matrix at once;
+    forward, weight gradient and input gradient (as a full convolution wherever O <= C, or
+    through the pitched col2im) against the direct formulation."""
+    monkeypatch.setattr(kernels, "_COLS_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels, "_FULL_CONV_MIN_CHANNELS", 1 if full_conv else 1 << 30)
+    n, c, h, w, o, k, stride, padding = case
+    conv = nn.Conv2d(c, o, k, stride=stride, padding=padding, rng=RNG, dtype=dtype)
+    conv.bias.data[:] = RNG.standard_normal(o)
+    x = RNG.standard_normal((n, c, h, w)).astype(dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for _ in range(2):  # the second step reuses the block buffer
+        y = conv(x)
+        assert y.dtype == dtype
+        np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, stride, padding), **tol)
+        g = RNG.standard_normal(y.shape).astype(dtype)
+        conv.zero_grad()
+        dx = conv.backward(g)
+        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
+                                                      g.astype(np.float64), stride, padding)
+        np.testing.assert_allclose(dx, ref_dx, **tol)
+        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
+        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
+        assert dx.dtype == conv.weight.grad.dtype == dtype
+
+
 def test_conv_workspace_never_aliases_results_and_follows_batch_size():
     conv = nn.Conv2d(2, 3, 3, padding=1, rng=RNG)
-    results = []
+    def buffers(workspace):  # arrays in the workspace, nested dicts included
+        return sum(buffers(v) if isinstance(v, dict) else 1 for v in workspace.values())
+
+    results, counts = [], []
     for n in (4, 4, 3, 4):  # a smaller last batch, then the usual size again
         x = RNG.standard_normal((n, 2, 5, 5)).astype(np.float32)
         y = conv(x)
@@ -106,6 +142,7 @@ def test_conv_workspace_never_aliases_results_and_follows_batch_size():
         conv.zero_grad()
         dx = conv.backward(g)
         results.append((x, y, g, dx, y.copy(), dx.copy(), conv.weight.grad.copy()))
+        counts.append(buffers(conv._workspace))
     for x, y, g, dx, y_then, dx_then, dw_then in results:
         # what a call returned is untouched by later calls
         np.testing.assert_array_equal(y, y_then)
@@ -116,7 +153,7 @@ def test_conv_workspace_never_aliases_results_and_follows_batch_size():
         np.testing.assert_allclose(fresh(x), y_then, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(fresh.backward(g), dx_then, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(fresh.weight.grad, dw_then, rtol=1e-4, atol=1e-4)
-    assert len(conv._workspace) <= 4  # one buffer per kind, not one per batch size
+    assert counts == [counts[0]] * 4  # one buffer per kind, not one per batch size
 
 
 def maxpool_reference(x, k, stride):
@@ -219,3 +256,103 @@ def test_lenet_float32_training_step_matches_float64():
         model.backward(crit.backward())
         grads.append(model.flat_grads.astype(np.float64))
     np.testing.assert_allclose(grads[0], grads[1], rtol=2e-3, atol=2e-5)
+
+
+# ---- Sequential's execution order (ReLU after MaxPool) and in-place ReLU ----------------
+
+def _pool_net(dtype, pool, seed=3):
+    rng = np.random.default_rng(seed)
+    return [nn.Conv2d(2, 4, 3, padding=1, rng=rng, dtype=dtype), nn.ReLU(), pool(),
+            nn.Conv2d(4, 3, 3, rng=rng, dtype=dtype), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(3, 5, rng=rng, dtype=dtype), nn.ReLU(), nn.Linear(5, 4, rng=rng, dtype=dtype)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(3, 2)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_relu_after_pool_order_gives_the_listed_order_results(dtype, pool, ties):
+    """Sequential runs ReLU after the MaxPool2d that follows it and ReLU in place; outputs
+    and all gradients equal the layers called one by one in their listed order."""
+    x = RNG.standard_normal((3, 2, 9, 9)).astype(dtype)
+    if ties:  # many equal values, ReLU zeros: every tie rule is exercised
+        x = np.round(x)
+    model = nn.Sequential(*_pool_net(dtype, pool))
+    assert model.execution_order() == [0, 2, 1, 3, 5, 4, 6, 7, 8, 9]
+    plain = _pool_net(dtype, pool)
+    x_before = x.copy()
+    y = model(x)
+    np.testing.assert_array_equal(x, x_before)  # the caller's input is never overwritten
+    h = x
+    for layer in plain:
+        h = layer(h)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, h, **tol)
+    g = RNG.standard_normal(y.shape).astype(dtype)
+    g_before = g.copy()
+    model.zero_grad()
+    dx = model.backward(g)
+    np.testing.assert_array_equal(g, g_before)  # nor the caller's gradient
+    gp = g
+    for layer in reversed(plain):
+        gp = layer.backward(gp)
+    np.testing.assert_allclose(dx, gp, **tol)
+    expected = np.concatenate([p.grad.ravel() for layer in plain for p in layer.own_parameters()])
+    np.testing.assert_allclose(model.flat_grads, expected, **tol)
+    assert dx.dtype == y.dtype == dtype
+
+
+def test_backward_hooks_see_every_layer_once_with_the_swapped_order():
+    model = nn.Sequential(*_pool_net(np.float64, lambda: nn.MaxPool2d(2)))
+    seen = []
+    model.backward_hooks.append(seen.append)
+    model.input_grad = False
+    y = model(RNG.standard_normal((2, 2, 9, 9)))
+    assert model.backward(np.ones_like(y)) is None  # the first conv skipped its input grad
+    assert sorted(seen) == list(range(len(model.layers)))
+    assert seen[-1] == 0
+
+
+def test_relu_first_and_pool_first_layers_leave_the_input_alone():
+    """A leading ReLU (then pool) gets the caller's array: it must not work in place."""
+    model = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+    assert model.execution_order() == [1, 0, 2]
+    x = RNG.standard_normal((2, 1, 4, 4))
+    x_before = x.copy()
+    y = model(x)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(y, np.maximum(x, 0).reshape(2, 1, 2, 2, 2, 2).max(axis=(3, 5)).reshape(2, -1))
+    g = np.ones_like(y)
+    dx = model.backward(g)
+    np.testing.assert_array_equal(g, np.ones_like(y))
+    assert dx.shape == x.shape and dx.sum() == np.count_nonzero(y > 0)
+    head = nn.Sequential(nn.ReLU(), nn.Linear(3, 2, rng=RNG, dtype=np.float64))
+    x = RNG.standard_normal((4, 3))
+    x_before = x.copy()
+    np.testing.assert_allclose(head(x), np.maximum(x_before, 0) @ head[1].weight.data.T + head[1].bias.data)
+    np.testing.assert_array_equal(x, x_before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (1, 1, 2, 2), (2, 5, 5, 4)])
+@pytest.mark.parametrize("layout", ["nchw", "chwn"])
+def test_maxpool_2x2_fast_path_matches_reference(dtype, shape, layout):
+    x = np.maximum(np.round(RNG.standard_normal(shape) * 2), 0).astype(dtype)  # ties galore
+    if layout == "chwn":
+        x = kernels.to_nchw(np.ascontiguousarray(kernels.to_chwn(x)))
+    pool = nn.MaxPool2d(2)
+    y = pool(x)
+    out, first = maxpool_reference(x.astype(np.float64), 2, 2)
+    np.testing.assert_array_equal(y, out)
+    assert y.dtype == dtype
+    g = RNG.standard_normal(y.shape).astype(dtype)
+    expected = np.zeros(x.shape)
+    n, c, oh, ow = g.shape
+    for i in range(n):
+        for j in range(c):
+            for a in range(oh):
+                for b in range(ow):
+                    r, s = first[i, j, a, b]
+                    expected[i, j, r, s] += g[i, j, a, b]
+    dx = pool.backward(g)
+    np.testing.assert_array_equal(dx, expected)
+    assert dx.dtype == dtype

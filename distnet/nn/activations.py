@@ -17,12 +17,23 @@ class ReLU(Module):
     by the boolean mask instead of ``np.where`` (~10x slower); the two differ only for a
     non-finite incoming gradient at an inactive unit (NaN instead of 0), where training has
     diverged anyway.
+
+    Inside a Sequential it may work in place (``overwrite_input``/``overwrite_grad``, set by
+    Sequential for one call when the array is a fresh conv, linear or pool result that no
+    one else holds), and it runs after a MaxPool2d that follows it, on the pooled map (see
+    ``Sequential.execution_order``).  Both together, whole training steps at batch 64 (CPU
+    time, 7 interleaved rounds, under load): LeNet-5 1.11x (1.06-1.19), cnn2 1.08x
+    (0.94-1.13), together with the 2x2 pooling of ``kernels._maxpool2x2_forward``.
     """
 
     def __init__(self):
         self._out = None
         self._zeros = None
         self._zeros_key = None
+        # set by Sequential for one call when the input (incoming gradient) is a fresh
+        # array nothing else holds: the result is then written into it
+        self.overwrite_input = False
+        self.overwrite_grad = False
 
     def _zeros_for(self, x):
         key = (x.shape, x.strides, x.dtype)
@@ -38,11 +49,11 @@ class ReLU(Module):
         return self._zeros
 
     def forward(self, x):
-        self._out = np.maximum(x, self._zeros_for(x))
+        self._out = np.maximum(x, self._zeros_for(x), out=x if self.overwrite_input else None)
         return self._out
 
     def backward(self, grad_out):
-        return grad_out * (self._out > 0)
+        return np.multiply(grad_out, self._out > 0, out=grad_out if self.overwrite_grad else None)
 
     def __repr__(self):
         return "ReLU()"

@@ -15,15 +15,18 @@ of the contiguous runs each operation walks.  With the batch innermost:
 * the im2col matrix ``cols`` is (C*KH*KW, OH*OW*N) with rows in (c, kh, kw) order, so the
   conv weight (O, C, KH, KW) is used as it is stored, ``weight.reshape(O, -1)``, and every
   row of ``cols`` is a copy of runs of OW*N contiguous values (NHWC gives runs of KW*C:
-  5 values for LeNet's first conv, ~10x slower to build);
+  5 values for LeNet's first conv, ~10x slower to build).  It is never built whole, but in
+  cache-sized blocks of output pixels that each GEMM consumes at once (``column_blocks``);
 * the per-channel bias add and bias-gradient sum work on whole contiguous rows (in NHWC a
   broadcast over an innermost axis of 6 channels costs ~10x more);
 * the input gradient ``W^T @ g`` is added back per kernel position in long contiguous
-  spans, without ``np.add.at`` (see ``_input_grad_stride1``);
+  spans, without ``np.add.at`` (see ``_input_grad_stride1``), or, for wide layers, is
+  itself a blocked conv of the output gradient (``_input_grad_full_conv``);
 * pooling windows are strided views whose inner runs are the N contiguous batch entries.
 
 Measured on LeNet-5, batch 64, one core: 2.4k images/s with the NHWC kernels, ~6k with
-these (see ``python -m distnet.bench``).
+these (see ``python -m distnet.bench``).  Against PyTorch: ``benchmarks/torch_compare.py``,
+which also prints the fraction of the single-core GEMM peak each model's step reaches.
 """
 from __future__ import annotations
 
@@ -72,20 +75,22 @@ def output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
     return out
 
 
-def pad_chwn(x: np.ndarray, padding: int) -> np.ndarray:
-    """NCHW view -> contiguous CHWN array with H and W zero-padded (one copy at most)."""
+def pad_chwn(x: np.ndarray, padding) -> np.ndarray:
+    """NCHW view -> contiguous CHWN array with H and W zero-padded (one copy at most).
+
+    ``padding`` is an int or an (H, W) pair."""
     xc = to_chwn(x)
-    if padding == 0:
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    if ph == 0 and pw == 0:
         return np.ascontiguousarray(xc)
     c, h, w, n = xc.shape
-    p = padding
-    out = np.empty((c, h + 2 * p, w + 2 * p, n), dtype=x.dtype)
+    out = np.empty((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
     # zero only the border: the interior is overwritten just below
-    out[:, :p] = 0
-    out[:, h + p:] = 0
-    out[:, p:h + p, :p] = 0
-    out[:, p:h + p, w + p:] = 0
-    out[:, p:h + p, p:w + p] = xc
+    out[:, :ph] = 0
+    out[:, h + ph:] = 0
+    out[:, ph:h + ph, :pw] = 0
+    out[:, ph:h + ph, w + pw:] = 0
+    out[:, ph:h + ph, pw:w + pw] = xc
     return out
 
 
@@ -96,47 +101,81 @@ def window_slices(kh: int, kw: int, stride: int, oh: int, ow: int):
             yield i, j, slice(i, i + stride * (oh - 1) + 1, stride), slice(j, j + stride * (ow - 1) + 1, stride)
 
 
-def im2col(xc: np.ndarray, kh: int, kw: int, stride: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Contiguous CHWN xc -> (C*KH*KW, OH*OW*N): rows (c, kh, kw), columns output pixels.
+# Bytes of im2col columns built at a time (see column_blocks).  Whole training steps at
+# batch 64 measured 512 KiB faster than this 1 MiB (images per CPU second, 9 interleaved
+# rounds, under load: LeNet-5 1.19x, cnn2 1.02x, cifar-cnn 1.12x), but with 512, 256 or
+# 128 KiB (or 2 MiB) the float32 weights of tests/test_slurm.py's 2-rank run drift from the
+# 1-process run by 1.6-3.2e-5 after 300 steps (1 MiB: 3.5e-7, before blocking: 1.0e-7),
+# beyond that test's tolerance; kept at 1 MiB until that is understood.
+_COLS_BLOCK_BYTES = 1 << 20
 
-    One copy through a strided window view; with stride 1 each (row, oh) reads a contiguous
-    run of OW*N values.  ``out`` (right shape and dtype) receives the result if given.
+
+def _pixel_blocks(oh: int, ow: int, pixels: int) -> list[tuple[int, int, int, int]]:
+    """Output-pixel ranges of at most ``pixels`` pixels, each a contiguous column range of a
+    CHWN output: (r0, r1, w0, w1) is rows r0..r1-1 whole, or one row's columns w0..w1-1."""
+    if pixels >= ow:
+        rows = pixels // ow
+        return [(r0, min(oh, r0 + rows), 0, ow) for r0 in range(0, oh, rows)]
+    return [(r, r + 1, w0, min(ow, w0 + pixels)) for r in range(oh) for w0 in range(0, ow, pixels)]
+
+
+def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
+    """The im2col matrix of the padded CHWN input xc, one cache-sized block at a time.
+
+    Yields (cols, start, stop): cols is the (C*KH*KW, stop - start) block of the matrix
+    whose rows are in (c, kh, kw) order and whose columns are the output pixels in
+    (oh, ow, n) order, so y[:, start:stop] = W.reshape(O, -1) @ cols.  Every block is built
+    in the same scratch buffer of about ``_COLS_BLOCK_BYTES`` (1 MiB, half this machine's
+    2 MiB L2), which the caller's GEMM reads while it is still in cache.  With stride 1 each
+    block row is a copy of runs of OW*N contiguous values.  A 1x1 stride-1 conv needs no
+    copy: xc is its own matrix.
+
+    Why blocks: the whole matrix is C*KH*KW times the input (75 MB for the CIFAR net's
+    32->32 3x3 conv at batch 64, 5 MB for LeNet's first conv), so building it went to DRAM
+    and the GEMM read it back from there; the forward kept it for the weight gradient, and
+    the backward read it a third time.  Now the forward keeps only xc and the backward
+    rebuilds the blocks (the copy into cache costs less than the DRAM traffic it replaces).
+    Measured as whole training steps at batch 64, one thread, images per CPU second,
+    15 interleaved rounds against the whole-matrix code while the machine was loaded
+    (load average ~20 on 2 cores): LeNet-5 1.20x (1.05-1.57), cnn2 1.17x (1.06-1.25),
+    cifar-cnn without dropout 1.01x (0.98-1.05).  It also drops the largest array of a step.
     """
     c, h, w, n = xc.shape
     oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    if kh == kw == stride == 1:
+        yield xc.reshape(c, h * w * n), 0, h * w * n
+        return
+    rows = c * kh * kw
     sc, sh, sw, sn = xc.strides
     win = as_strided(xc, (c, kh, kw, oh, ow, n), (sc, sh, sw, sh * stride, sw * stride, sn),
                      writeable=False)
-    shape = (c * kh * kw, oh * ow * n)
-    if out is None or out.shape != shape or out.dtype != xc.dtype:
-        return win.reshape(shape)
-    np.copyto(out.reshape(win.shape), win)
-    return out
+    pixels = min(max(1, _COLS_BLOCK_BYTES // (rows * max(n, 1) * xc.itemsize)), oh * ow)
+    buf = _scratch(workspace, "cols", (rows * pixels * n,), xc.dtype)
+    for r0, r1, w0, w1 in _pixel_blocks(oh, ow, pixels):
+        m = (r1 - r0) * (w1 - w0) * n
+        cols = buf[:rows * m].reshape(c, kh, kw, r1 - r0, w1 - w0, n)
+        np.copyto(cols, win[:, :, :, r0:r1, w0:w1])
+        yield cols.reshape(rows, m), (r0 * ow + w0) * n, ((r1 - 1) * ow + w1) * n
 
 
-def conv2d_forward(x, weight, bias, stride: int, padding: int, workspace=None):
+def conv2d_forward(x, weight, bias, stride: int, padding, workspace=None):
     """x NCHW (any memory layout), weight (O, C, KH, KW) -> (y NCHW view of CHWN, cache).
 
-    With a ``workspace`` dict (the layer's) the im2col matrix, the largest array of a step,
-    is written into the same buffer every call instead of a fresh one.  Otherwise the new
-    matrix is allocated while the previous step's (still held by the cache) is alive, which
-    doubles the peak memory of the biggest array (300 MB -> 600 MB for the CIFAR net's
-    second conv at batch 256) and alternates between two regions of memory.  The cache then
-    refers to that buffer, which is fine because forward and backward alternate.
+    One GEMM per im2col block (``column_blocks``), each writing its columns of y.  The cache
+    is the padded CHWN input, from which the backward rebuilds the blocks.  ``workspace``
+    (the layer's dict) keeps the block buffer from step to step.
     """
     o, c, kh, kw = weight.shape
     xc = pad_chwn(x, padding)
     _, hp, wp, n = xc.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    cols = im2col(xc, kh, kw, stride, None if workspace is None else workspace.get("cols"))
-    if workspace is not None and cols.flags.writeable:
-        # the same buffer when the shape did not change.  Not kept when im2col could return
-        # a read-only view of the input (a 1x1 stride-1 conv, an empty batch): nothing to reuse
-        workspace["cols"] = cols
-    y = weight.reshape(o, c * kh * kw) @ cols
+    y = np.empty((o, oh * ow * n), dtype=np.result_type(x.dtype, weight.dtype))
+    wmat = weight.reshape(o, c * kh * kw)
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+        np.matmul(wmat, cols, out=y[:, start:stop])
     if bias is not None:
         y += bias[:, None]
-    return to_nchw(y.reshape(o, oh, ow, n)), (cols, xc.shape)
+    return to_nchw(y.reshape(o, oh, ow, n)), xc
 
 
 def col2im_add(dxc, dcols, c: int, kh: int, kw: int, stride: int, oh: int, ow: int):
@@ -216,25 +255,38 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
 
     ``workspace`` (a dict the layer keeps) lets scratch buffers live across steps.
     """
-    cols, padded_shape = cache
+    xc = cache
+    padded_shape = xc.shape
     o, c, kh, kw = weight.shape
     _, hp, wp, n = padded_shape
     gc = np.ascontiguousarray(to_chwn(grad_out))  # free when grad_out came from our layers
     oh, ow = gc.shape[1], gc.shape[2]
     g = gc.reshape(o, oh * ow * n)
-    # dW[o, (c, kh, kw)] = sum over output pixels: exactly weight's (O, C, KH, KW) order
-    weight_grad += (g @ cols.T).reshape(weight_grad.shape)
+    # dW[o, (c, kh, kw)] = sum over output pixels: exactly weight's (O, C, KH, KW) order.
+    # Summed over the im2col blocks, each term computed transposed, cols @ g^T: OpenBLAS is
+    # faster with the long inner dimension on that side.  Measured on the whole matrix (CPU
+    # time, one thread, under load), g @ cols^T -> (cols @ g^T)^T: LeNet conv1 at batch 64
+    # 1.07 -> 0.80 ms, conv2 0.81 -> 0.50 ms, CIFAR 32->32 at 32x32 23.9 -> 19.4 ms.
+    dwt = _scratch(workspace, "dwt", (c * kh * kw, o), np.result_type(g.dtype, xc.dtype))
+    part = _scratch(workspace, "dwt_part", dwt.shape, dwt.dtype)
+    dwt.fill(0)
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+        np.matmul(cols, g[:, start:stop].T, out=part)
+        dwt += part
+    weight_grad += dwt.T.reshape(weight_grad.shape)
     if bias_grad is not None:
         bias_grad += g @ _scratch(workspace, "ones", g.shape[1:], g.dtype, 1)  # gemv: 3x g.sum(1)
     if not need_input_grad:
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
         dxc = np.zeros(padded_shape, dtype=g.dtype)
+    elif stride == 1 and o <= c and c >= _FULL_CONV_MIN_CHANNELS and padding < min(kh, kw):
+        return _input_grad_full_conv(gc, weight, padding, workspace)
     elif stride == 1:
         dxc = _input_grad_stride1(g, weight, padded_shape, oh, ow, workspace)
     else:
         dxc = np.zeros(padded_shape, dtype=g.dtype)
-        if cols.size <= _DCOLS_MAX_ELEMENTS:
+        if xc.size * kh * kw <= _DCOLS_MAX_ELEMENTS:  # the column gradients' size
             col2im_add(dxc, weight.reshape(o, c * kh * kw).T @ g, c, kh, kw, stride, oh, ow)
         else:  # one kernel position at a time, to bound memory
             wk = weight.transpose(2, 3, 1, 0)  # (KH, KW, C, O)
@@ -245,16 +297,45 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
     return to_nchw(dxc)
 
 
+# Input channels from which a stride-1 conv's input gradient is a "full" convolution.
+_FULL_CONV_MIN_CHANNELS = 32
+
+
+def _input_grad_full_conv(gc, weight, padding: int, workspace):
+    """dL/dx of a stride-1 conv as the "full" convolution of the output gradient: g
+    zero-padded by K-1-padding, correlated with the kernel flipped in H and W and with C
+    and O swapped.  Written out, dx[c, h] = sum over (o, i) of g[o, h + p - i] W[o, c, i],
+    the forward conv of the padded g with W'[c, o, K-1-i] = W[o, c, i].
+
+    It is one more blocked im2col GEMM, (C, O*KH*KW) @ (O*KH*KW, pixels), and needs no
+    scatter-add; but its GEMM has only C rows and its im2col is O*KH*KW rows tall, so it
+    pays off only for wide inputs that are not narrower than the output.  Measured against
+    ``_input_grad_stride1`` (CPU time, batch 64, one thread, under load): CIFAR 32->32 at
+    32x32 34 -> 28 ms, 64->64 at 16x16 21 -> 21 ms; but 32->64 10 -> 16 ms and 64->128
+    8 -> 11 ms, hence the rule in ``conv2d_backward`` (C >= 32 and O <= C).
+    """
+    o, c, kh, kw = weight.shape
+    flipped = _scratch(workspace, "flipped", (c, o, kh, kw), weight.dtype)
+    np.copyto(flipped, weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    inner = workspace.setdefault("input_grad", {}) if workspace is not None else None
+    dx, _ = conv2d_forward(to_nchw(gc), flipped, None, 1, (kh - 1 - padding, kw - 1 - padding), inner)
+    return dx
+
+
 def maxpool_forward(x, kh: int, kw: int, stride: int):
     """Max over each window; remembers which kernel position won (the first max on ties).
 
     The winner index is kept as a uint8 per output element and updated with arithmetic
     (``np.maximum(idx, better * k)`` works because k only grows), which is an order of
     magnitude faster in NumPy than masked assignment (``np.copyto(where=)``/``putmask``).
+    2x2 windows with stride 2, the common case, take ``_maxpool2x2_forward``.
     """
     xc = to_chwn(x)
     c, h, w, n = xc.shape
     oh, ow = output_size(h, kh, stride), output_size(w, kw, stride)
+    if kh == kw == stride == 2:
+        out, wins = _maxpool2x2_forward(xc, oh, ow)
+        return to_nchw(out), (wins, xc.shape)
     if kh * kw > 255:
         raise ValueError(f"pooling window {kh}x{kw} is too large")
     out = idx = None
@@ -280,6 +361,9 @@ def maxpool_backward(grad_out, kh: int, kw: int, stride: int, cache):
     covered = not overlapping and stride * oh == shape[1] and stride * ow == shape[2]
     # disjoint windows that tile the input write every element exactly once
     dxc = np.empty(shape, dtype=dtype) if covered else np.zeros(shape, dtype=dtype)
+    if isinstance(idx, tuple):
+        _maxpool2x2_backward(g, idx, dxc, oh, ow)
+        return to_nchw(dxc)
     for i, j, si, sj in window_slices(kh, kw, stride, oh, ow):
         won = idx == i * kw + j
         if overlapping:
@@ -287,6 +371,41 @@ def maxpool_backward(grad_out, kh: int, kw: int, stride: int, cache):
         else:
             np.multiply(g, won, out=dxc[:, si, sj, :])
     return to_nchw(dxc)
+
+
+def _quadrants(xc, oh: int, ow: int):
+    """The four strided views of a 2x2/stride-2 window: top-left, top-right, bottom-left,
+    bottom-right element of every window, each (C, OH, OW, N)."""
+    return [xc[:, i:i + 2 * oh:2, j:j + 2 * ow:2, :] for i in (0, 1) for j in (0, 1)]
+
+
+def _maxpool2x2_forward(xc, oh: int, ow: int):
+    """2x2/stride-2 max as a tree of three pairwise maxima; the winner is kept as the three
+    comparisons that chose it (right beat left in the top row, in the bottom row, bottom
+    beat top), strict so that ties go to the first position in (row, column) order, as in
+    the general path.  6 NumPy passes over the output instead of 13, no uint8 arithmetic.
+    Measured against the general path (CPU time, batch 64, 15 interleaved rounds, under
+    load): forward 0.29 -> 0.24 ms on LeNet's 6x28x28, 1.70 -> 1.51 ms on 64x16x16, 0.68 ->
+    0.51 ms on 128x8x8; the backward (``_maxpool2x2_backward``) is as fast as before.
+    """
+    a, b, c, d = _quadrants(xc, oh, ow)
+    right_top = np.greater(b, a)
+    top = np.maximum(a, b)
+    right_bottom = np.greater(d, c)
+    bottom = np.maximum(c, d)
+    lower = np.greater(bottom, top)
+    np.maximum(top, bottom, out=top)
+    return top, (right_top, right_bottom, lower)
+
+
+def _maxpool2x2_backward(g, wins, dxc, oh: int, ow: int):
+    """Route each output gradient to its window's winner, writing all four quadrants of the
+    (tiled) input gradient, each as g times its (boolean) winner mask."""
+    right_top, right_bottom, lower = wins
+    upper = ~lower
+    for quadrant, won in zip(_quadrants(dxc, oh, ow),
+                             (upper & ~right_top, upper & right_top, lower & ~right_bottom, lower & right_bottom)):
+        np.multiply(g, won, out=quadrant)
 
 
 def avgpool_forward(x, kh: int, kw: int, stride: int):

@@ -24,6 +24,8 @@ def _pair(value) -> tuple[int, int]:
 class Linear(Module):
     """y = x W^T + b with W of shape (out_features, in_features)."""
 
+    fresh_output = fresh_input_grad = True  # y and dx are new arrays, not kept
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  init: str = "he", rng: np.random.Generator | None = None, dtype=np.float32):
         self.in_features, self.out_features = in_features, out_features
@@ -56,6 +58,8 @@ class Linear(Module):
 
 class Conv2d(Module):
     """2-D convolution (cross-correlation, as in PyTorch); weight (out, in, kh, kw)."""
+
+    fresh_output = fresh_input_grad = True  # y and dx are new arrays, not kept
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
                  padding: int = 0, bias: bool = True, *, init: str = "he",
@@ -118,6 +122,8 @@ class _Pool2d(Module):
 
 class MaxPool2d(_Pool2d):
     """Max pooling; windows may overlap (stride < kernel).  stride defaults to kernel_size."""
+
+    fresh_output = fresh_input_grad = True  # y and dx are new arrays, not kept
 
     _forward, _backward = kernels.maxpool_forward, kernels.maxpool_backward
 

