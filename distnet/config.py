@@ -2,7 +2,9 @@
 
 Precedence: built-in defaults < TOML file < flags given on the command line.  TOML keys are
 the flag names (``batch-size`` or ``batch_size``).  The defaults are the recipe that reaches
->= 99% MNIST test accuracy.
+>= 99.2% MNIST test accuracy in 5 epochs: cnn2, Adam, one-cycle to a peak lr of 3e-3 after
+500 of its 2,345 steps, batch 128, 2-pixel shifts (seen: 99.24% and 99.27% for seeds 0 and
+1; 10 epochs of cosine at 2e-3 gave 99.34% in twice the time; 6 epochs one-cycle 99.26%).
 """
 from __future__ import annotations
 
@@ -34,15 +36,15 @@ class TrainConfig:
     data_dir: str | None = None
     model: str = "cnn2"
     loss: str = "cross-entropy"
-    epochs: int = 10
+    epochs: int = 5
     max_steps: int | None = None
     batch_size: int = 128
     optimizer: str = "adam"
-    lr: float = 2e-3
+    lr: float = 3e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 100
+    schedule: str = "onecycle"
+    warmup_steps: int = 500
     seed: int = 0
     augment_shift: int = 2
     augment_crop: int = 0

@@ -9,7 +9,8 @@ import pytest
 from conftest import run_train
 
 BASE = ["--dataset", "synthetic", "--model", "lenet5", "--batch-size", "32", "--no-progress",
-        "--optimizer", "nesterov", "--lr", "0.05", "--weight-decay", "0.05", "--augment-shift", "0"]
+        "--optimizer", "nesterov", "--lr", "0.05", "--weight-decay", "0.05", "--augment-shift", "0",
+        "--schedule", "cosine", "--warmup-steps", "100"]  # not the default, so onecycle is a change
 RECIPE = ["--augment-crop", "3", "--augment-flip", "--augment-cutout", "6", "--label-smoothing", "0.2",
           "--weight-decay-exclude", "bn-bias", "--schedule", "onecycle", "--warmup-steps", "3"]
 
