@@ -68,7 +68,7 @@ def test_augmented_training_does_not_depend_on_world_size(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--augment-crop", "-1", "--augment-shift", "0"], "--augment-crop"),
-    (["--augment-crop", "2"], "--augment-shift 0"),  # the default shift is 2
+    (["--augment-crop", "2"], "--augment-shift 0"),  # the default shift (1) is not 0
     (["--augment-cutout", "-3"], "--augment-cutout"),
     (["--label-smoothing", "1.5"], "--label-smoothing"),
     (["--label-smoothing", "nan"], "--label-smoothing"),
