@@ -80,7 +80,7 @@ class Coordinator:
             self.progress.message(text)
 
     def write_checkpoint(self, checkpoint: ckpt_io.Checkpoint) -> Path | None:
-        if not self.active:
+        if not self.active or not self.checkpoint_dir:  # a signal stops a run without one too
             return None
         return ckpt_io.save_in_dir(checkpoint, self.checkpoint_dir, keep=self.keep_checkpoints)
 

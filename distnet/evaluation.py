@@ -14,7 +14,7 @@ from .errors import UserError
 from .tasks import check_targets, resolve_loss, sums_over, task_of
 
 
-def evaluate(model, data, *, loss, batch_size: int = 1000, comm=None, tta_flip: bool = False,
+def evaluate(model, data, *, loss, batch_size: int = 100, comm=None, tta_flip: bool = False,
              on_batch=None) -> dict:
     """``{"loss", "samples"}`` (+ ``"accuracy"`` for classification) of ``model`` on ``data``.
 

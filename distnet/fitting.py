@@ -64,7 +64,7 @@ def fit(model, train, *, loss, optimizer, epochs: int = 1, batch_size: int = 128
         checkpoint_dir=None, checkpoint_every: int = 0, resume=False, metrics=None, progress=None,
         deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
         micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
-        eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
+        eval_batch_size: int = 100, bucket_mb: float = 1.0, timeout: float | None = None,
         verbose: bool = True, dataset_name: str | None = None, config: dict | None = None,
         compress: str | None = None) -> History:
     """Train ``model`` (a ``distnet.nn.Sequential``) on ``train`` and return a History.
@@ -114,7 +114,7 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
         checkpoint_dir=None, checkpoint_every: int = 0, resume=False, metrics=None, progress=None,
         deterministic: bool = False, overlap: bool = False, augment=None, comm=None, tta_flip: bool = False,
         micro_batches: int | None = None, keep_checkpoints: int = 3, log_every: int = 50,
-        eval_batch_size: int = 1000, bucket_mb: float = 1.0, timeout: float | None = None,
+        eval_batch_size: int = 100, bucket_mb: float = 1.0, timeout: float | None = None,
         verbose: bool = True, dataset_name: str | None = None, config: dict | None = None,
         compress: str | None = None) -> Trainer:
     """The Trainer ``fit`` runs, with its objects built and checked (fit's arguments; the

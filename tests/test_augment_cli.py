@@ -9,7 +9,8 @@ import pytest
 from conftest import run_train
 
 BASE = ["--dataset", "synthetic", "--model", "lenet5", "--batch-size", "32", "--no-progress",
-        "--optimizer", "nesterov", "--lr", "0.05", "--weight-decay", "0.05", "--augment-shift", "0"]
+        "--optimizer", "nesterov", "--lr", "0.05", "--weight-decay", "0.05", "--augment-shift", "0",
+        "--schedule", "cosine", "--warmup-steps", "100"]  # not the default, so onecycle is a change
 RECIPE = ["--augment-crop", "3", "--augment-flip", "--augment-cutout", "6", "--label-smoothing", "0.2",
           "--weight-decay-exclude", "bn-bias", "--schedule", "onecycle", "--warmup-steps", "3"]
 
@@ -67,7 +68,7 @@ def test_augmented_training_does_not_depend_on_world_size(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--augment-crop", "-1", "--augment-shift", "0"], "--augment-crop"),
-    (["--augment-crop", "2"], "--augment-shift 0"),  # the default shift is 2
+    (["--augment-crop", "2"], "--augment-shift 0"),  # the default shift (1) is not 0
     (["--augment-cutout", "-3"], "--augment-cutout"),
     (["--label-smoothing", "1.5"], "--label-smoothing"),
     (["--label-smoothing", "nan"], "--label-smoothing"),

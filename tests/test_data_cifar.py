@@ -348,8 +348,8 @@ def test_image_folder_reads_png_cifar_exactly(png_folder, exact, tmp_path):
 def test_image_folder_cache_is_used_and_invalidated(png_folder, tmp_path, monkeypatch):
     cache = tmp_path / "c"
     first = load_image_folder(png_folder, "test", cache_dir=cache)
-    cached = list(cache.glob("*.npz"))
-    assert len(cached) == 1 and not list(cache.glob("*.tmp"))
+    cached = list(cache.glob("*-test-*/images.npy"))  # one decoded entry, no temporary left
+    assert len(cached) == 1 and not list(cache.glob(".*"))
     monkeypatch.setitem(sys.modules, "PIL", None)  # from now on Pillow "is not installed"
     again = load_image_folder(png_folder, "test", cache_dir=cache)  # served from the cache
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])

@@ -5,11 +5,10 @@ two splits number classes the same way (for CIFAR-10 the sorted names are exactl
 official label order). Files within a class are read in name order.
 
 Decoding tens of thousands of small JPEGs takes far longer than a training epoch on
-MNIST-sized nets, so the decoded arrays are cached as an uncompressed .npz, keyed by a
-fingerprint of every file's relative name, size and mtime: touching, adding or removing
-an image gives a new key and a fresh decode. The cache holds only plain arrays and is
-loaded with ``allow_pickle=False``; it is written to a temporary file and moved into
-place with ``os.replace`` so a crash or a concurrent rank never leaves a half-written one.
+MNIST-sized nets, so the decoded arrays go into the shared decoded cache (``cache.py``:
+.npy files, memory-mapped by every process of the machine, written atomically, never
+pickled), keyed by a fingerprint of every file's relative name, size and mtime: touching,
+adding or removing an image gives a new key and a fresh decode.
 
 Pillow is needed only here, and only when there is no valid cache yet.
 """
@@ -17,20 +16,17 @@ Pillow is needed only here, and only when there is no valid cache yet.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from distnet.atomic import atomic_write
 from distnet.errors import UserError
 
-from ._util import default_cache_dir, oneline
+from . import cache as decoded_cache
+from ._util import oneline
 from .dataset import Dataset
-
-log = logging.getLogger("distnet.data")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IMAGE_FORMATS = ["PNG", "JPEG"]  # the only decoders Pillow may pick, whatever a file's content
@@ -136,40 +132,11 @@ def _decode(files: list[_File]) -> np.ndarray:
     return images
 
 
-def _cache_path(cache_dir: Path, root: Path, split: str, key: str) -> Path:
-    return cache_dir / f"{root.name or 'root'}-{split}-{key}.npz"
-
-
-def _load_cache(path: Path, n: int):
-    """Cached (images, labels) if the file is present and sane, else None (then re-decode)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            images, labels = z["images"], z["labels"]
-    except Exception as exc:  # a damaged cache is not the user's problem: rebuild it
-        log.warning("ignoring unreadable image cache %s: %s", path, oneline(exc))
-        return None
-    if images.dtype != np.uint8 or images.ndim != 4 or labels.dtype != np.int64 or labels.shape != (n,) or len(images) != n:
-        log.warning("ignoring image cache %s: unexpected contents", path)
-        return None
-    return images, labels
-
-
-def _save_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write atomically; a cache that cannot be written (read-only disk) is only logged."""
-    try:
-        with atomic_write(path) as f:
-            np.savez(f, images=images, labels=labels)
-    except OSError as exc:
-        log.warning("could not write image cache %s: %s", path, oneline(exc))
-
-
 def load_image_folder(root, split: str, cache_dir=None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read ``root/<split>/<class>/*`` into uint8 images (N, C, H, W), int64 labels, class names.
 
-    ``cache_dir``: where the decoded .npz goes; None means ``<cache>/imagefolder`` under the
-    distnet cache directory, False disables caching.
+    ``cache_dir``: the folder of decoded caches (``cache.decoded``: memory-mapped, shared by
+    the processes of a machine); None means ``<distnet cache>/decoded``, False no cache.
     """
     root = Path(root)
     if split not in SPLITS:
@@ -182,16 +149,12 @@ def load_image_folder(root, split: str, cache_dir=None) -> tuple[np.ndarray, np.
         raise UserError(f"{root / split}: no .png or .jpg images in any <class>/ sub-folder")
     labels = np.fromiter((f.label for f in files), dtype=np.int64, count=len(files))
 
-    cache_file = None
-    if cache_dir is not False:
-        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "imagefolder"
-        cache_file = _cache_path(folder, root, split, _fingerprint(root, files, classes))
-        cached = _load_cache(cache_file, len(files))
-        if cached is not None:
-            return cached[0], cached[1], classes
-    images = _decode(files)
-    if cache_file is not None:
-        _save_cache(cache_file, images, labels)
+    if cache_dir is False:
+        return _decode(files), labels, classes
+    fingerprint = _fingerprint(root, files, classes)
+    images, labels = decoded_cache.decoded(
+        f"{root.name or 'root'}-{split}", ["imagefolder", str(root.resolve()), split],
+        lambda: (_decode(files), labels), cache_dir=cache_dir, identity=fingerprint)
     return images, labels, classes
 
 

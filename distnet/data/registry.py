@@ -46,6 +46,7 @@ import numpy as np
 
 from distnet.errors import UserError
 
+from . import cache as decoded_cache
 from . import cifar
 from ._util import default_cache_dir
 from .dataset import Dataset
@@ -266,11 +267,16 @@ def _stamp(path: Path) -> tuple[str, int, int]:
     return str(path), st.st_size, st.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(name: str, split: str, kind: str, stamps: tuple) -> Dataset:
-    """Load once per process; ``stamps`` (path, size, mtime) make a changed file a new key."""
-    spec = get_spec(name)
-    paths = [Path(s[0]) for s in stamps]
+def _identity(path: Path) -> list:
+    """Size and mtime of a source file, or of each file directly inside a source folder
+    (CIFAR-10's batch files: a file rewritten in place leaves the folder's mtime alone)."""
+    if path.is_dir():
+        return [[p.name, *_stamp(p)[1:]] for p in sorted(path.iterdir()) if p.is_file()]
+    return list(_stamp(path)[1:])
+
+
+def _decode(spec: DatasetSpec, split: str, kind: str, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, C, H, W) images and int64 labels decoded from the source files."""
     if kind == "idx":
         images, labels = read_idx_pair(paths[0], paths[1])
         bad = np.flatnonzero(labels >= len(spec.classes))
@@ -279,9 +285,19 @@ def _load_cached(name: str, split: str, kind: str, stamps: tuple) -> Dataset:
                 f"{paths[1]}: label {int(labels[bad[0]])} at index {int(bad[0])} is out of range"
                 f" for {spec.name}'s {len(spec.classes)} classes"
             )
-        images = images.reshape(images.shape[0], 1, *images.shape[1:])
-        labels = labels.astype(np.int64)
-    elif kind == "imagefolder":
+        return images.reshape(images.shape[0], 1, *images.shape[1:]), labels.astype(np.int64)
+    return cifar.load_cifar10(paths[0], split)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, split: str, kind: str, stamps: tuple) -> Dataset:
+    """Load once per process; ``stamps`` (path, size, mtime) make a changed file a new key.
+
+    The decoded arrays come memory-mapped from the machine's shared decoded cache
+    (``cache.decoded``), so the ranks of one machine hold one copy between them."""
+    spec = get_spec(name)
+    paths = [Path(s[0]) for s in stamps]
+    if kind == "imagefolder":  # it keeps its own entries, keyed by every image file
         ds = image_folder_dataset(paths[0], split, name=spec.name, mean=spec.mean, std=spec.std)
         if ds.classes != spec.classes or ds.input_shape != (3, 32, 32):
             raise UserError(
@@ -290,7 +306,10 @@ def _load_cached(name: str, split: str, kind: str, stamps: tuple) -> Dataset:
             )
         images, labels = ds.images, ds.labels
     else:
-        images, labels = cifar.load_cifar10(paths[0], split)
+        sources = list(dict.fromkeys(str(p.resolve()) for p in paths))
+        images, labels = decoded_cache.decoded(
+            f"{spec.name}-{split}", [kind, sources], lambda: _decode(spec, split, kind, paths),
+            identity=[_identity(Path(p)) for p in sources])
     images.flags.writeable = False
     labels.flags.writeable = False
     return Dataset(name=spec.name, images=images, labels=labels, classes=spec.classes, mean=spec.mean, std=spec.std)
