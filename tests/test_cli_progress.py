@@ -11,7 +11,7 @@ from conftest import REPO, run_train
 from test_cli_evaluate import blocker
 
 SMALL = ["--dataset", "synthetic", "--model", "lenet5", "--batch-size", "64", "--optimizer", "momentum",
-         "--lr", "0.01", "--eval-every", "0", "--epochs", "10"]  # the default is 5 epochs
+         "--lr", "0.01", "--eval-every", "0", "--epochs", "10"]  # the default is 6 epochs
 
 
 def tmux():

@@ -30,7 +30,7 @@ SBATCH_SCRIPT = REPO / "launch" / "slurm" / "train.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd", "srun", "sbatch", "scontrol", "sinfo", "scancel", "squeue")
 NODE = "distnet1"
 TRAIN = ["--dataset", "synthetic", "--model", "lenet5", "--batch-size", "32", "--optimizer", "sgd",
-         "--lr", "0.01", "--schedule", "constant", "--warmup-steps", "0", "--eval-every", "0", "--epochs", "10"]  # 300 steps fit (the default is 5 epochs)
+         "--lr", "0.01", "--schedule", "constant", "--warmup-steps", "0", "--eval-every", "0", "--epochs", "10"]  # 300 steps fit (the default is 6 epochs)
 STEPS = 300  # long enough (a few seconds) for the signal in the requeue test to land mid-run
 
 
