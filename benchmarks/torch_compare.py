@@ -96,24 +96,11 @@ def step_flops(model_name, batch_size):
 # ----------------------------------------------------------------------------- workers
 
 def distnet_step(model_name, batch_size, seed=0, lr=0.01):
-    """distnet.bench.make_step's step, for any name this script knows."""
+    """distnet.bench's training step, for any name this script knows."""
     import numpy as np
-    from distnet import nn
-    model = distnet_model(model_name, np.float32, seed)
-    model.input_grad = False
-    crit = nn.CrossEntropyLoss()
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch_size, *input_shape(model_name))).astype(np.float32)
-    labels = rng.integers(0, 10, batch_size)
-    lr = model.flat_params.dtype.type(lr)
-
-    def step():
-        model.zero_grad()
-        crit(model(x), labels)
-        model.backward(crit.backward())
-        model.flat_params -= lr * model.flat_grads
-
-    return step
+    from distnet.bench import model_step
+    return model_step(distnet_model(model_name, np.float32, seed), input_shape(model_name), batch_size,
+                      seed=seed, lr=lr)
 
 
 def torch_model(model_name):

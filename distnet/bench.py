@@ -97,11 +97,19 @@ def make_step(model_name: str, batch_size: int, dtype=np.float32, seed: int = 0,
     from distnet import nn
 
     shape = INPUT_SHAPES[model_name]
-    model = nn.build_model(model_name, shape, 10, seed=seed, dtype=dtype)
+    return model_step(nn.build_model(model_name, shape, 10, seed=seed, dtype=dtype), shape, batch_size,
+                      seed=seed, lr=lr)
+
+
+def model_step(model, input_shape, batch_size: int, seed: int = 0, lr: float = 0.01):
+    """A closure running one training step of ``model`` (forward, cross-entropy, backward,
+    a plain SGD update of the flat buffer) on fixed random data of ``input_shape``."""
+    from distnet import nn
+
     model.input_grad = False
     crit = nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch_size, *shape)).astype(dtype)
+    x = rng.standard_normal((batch_size, *input_shape)).astype(model.flat_params.dtype)
     labels = rng.integers(0, 10, batch_size)
     lr = model.flat_params.dtype.type(lr)
 
