@@ -329,10 +329,11 @@ if [ $ELASTIC_TEST = 1 ]; then
   docker run --rm --name "$PROJECT-reference" --network none -v "$vol:/v" "$IMAGE" python -m distnet.train "${ref_args[@]}" \
     --checkpoint-dir /v/reference --no-progress >"$LOGDIR/elastic-reference.log" 2>&1 \
     || { tail -20 "$LOGDIR/elastic-reference.log" >&2; fail "the uninterrupted reference run failed"; }
+  resumes=$(grep -oE "resumed from /data/checkpoints/latest.npz at step [0-9]+" "$LOGDIR/elastic.log" | awk '{print $NF}' | xargs)
   figures=$(docker run --rm --network none -v "$vol:/v:ro" "$IMAGE" python -c '
 import json, sys
 import numpy as np
-bitwise, kills = "--deterministic" in sys.argv[1], [float(t) for t in sys.argv[2:]]
+bitwise = "--deterministic" in sys.argv[1]
 a = np.load("/v/checkpoints/latest.npz", allow_pickle=False)
 b = np.load("/v/reference/latest.npz", allow_pickle=False)
 assert int(a["step"]) == int(b["step"]), ("steps", int(a["step"]), int(b["step"]))
@@ -341,11 +342,17 @@ rel = float(np.max(np.abs(p - q)) / np.max(np.abs(q)))
 print(int(bool(np.array_equal(p, q)) if bitwise else rel <= 1e-5), int(a["step"]), f"{rel:.2g}")
 steps = [json.loads(l) for l in open("/v/metrics.jsonl") if l.strip()]
 steps = [(r["step"], r["time"]) for r in steps if r.get("event") == "train"]
-restarts = [i for i in range(1, len(steps)) if steps[i][0] <= steps[i - 1][0]]
-assert len(restarts) == len(kills), ("restarts seen in metrics.jsonl", len(restarts))
-for i, killed in zip(restarts, kills):  # reached, resumed at, lost, seconds to continue
-    print(steps[i - 1][0], steps[i][0] - 1, steps[i - 1][0] - steps[i][0] + 1, round(steps[i][1] - killed, 1))
-' "$elastic_train" "$killed_1" "$killed_2") || fail "cannot compare the checkpoints"
+# Each restarted job logs step (resumed at + 1) first. A step counter going back is not
+# enough to find it: a kill right after a checkpoint resumes at the last step logged.
+resumes = [int(s) for s in sys.argv[2].split()]
+kills = [float(t) for t in sys.argv[3:]]
+assert len(resumes) == len(kills), ("resumes in the log", resumes, "kills", len(kills))
+for resumed, killed, before in zip(resumes, kills, kills[1:] + [float("inf")]):
+    first = [i for i in range(1, len(steps)) if steps[i][0] == resumed + 1 and killed < steps[i][1] < before]
+    assert first, ("no step", resumed + 1, "logged after the kill at", killed)
+    i = first[-1]  # reached, resumed at, lost, seconds to continue
+    print(steps[i - 1][0], resumed, steps[i - 1][0] - resumed, round(steps[i][1] - killed, 1))
+' "$elastic_train" "$resumes" "$killed_1" "$killed_2") || fail "cannot compare the checkpoints"
   { read -r same final rel; read -r reached_1 resumed_1 lost_1 took_1; read -r reached_2 resumed_2 lost_2 took_2; } <<<"$figures"
   for resumed in "$resumed_1" "$resumed_2"; do
     grep -q "resumed from /data/checkpoints/latest.npz at step $resumed" "$LOGDIR/elastic.log" \
