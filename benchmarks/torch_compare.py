@@ -187,7 +187,12 @@ def worker(side):
     """Answer one JSON line per request line on stdin:
 
     ``build MODEL BATCH`` builds and warms up that step (dropping the previous one),
-    ``measure SECONDS`` times it, ``sgemm`` measures the GEMM rate."""
+    ``measure SECONDS`` times it, ``sgemm`` measures the GEMM rate.  The distnet side keeps
+    freed memory for reuse, as ``distnet.train`` does (``distnet.process_tuning``); the torch
+    side runs as PyTorch users run it."""
+    if side == "distnet":
+        from distnet.process_tuning import keep_freed_memory
+        keep_freed_memory()
     print(json.dumps(facts(side)), flush=True)
     step = batch_size = None
     for line in sys.stdin:

@@ -37,7 +37,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32)}
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32),
+                "cifar-resnet": (3, 32, 32)}
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -237,6 +238,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .process_tuning import keep_freed_memory
+    keep_freed_memory()  # as distnet.train does, so the figures are what training sees
     if "--timeline" in argv or "--ceiling" in argv:  # the per-rank step timeline, bench_sync.py
         from .bench_sync import main as sync_main
         return sync_main(argv)

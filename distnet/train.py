@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "numpy" not in sys.modules:
         _set_blas_threads(argv)
+    from .process_tuning import keep_freed_memory
+    keep_freed_memory()  # why: see process_tuning (the kernel zeroing each step's new pages)
     from .distributed import get_communicator
     from .distributed.faults import fail, install_excepthook
     from .errors import UserError

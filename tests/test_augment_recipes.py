@@ -11,11 +11,13 @@ from distnet.data.synthetic import synthetic
 from distnet.nn import build_model
 from distnet.optim import make_optimizer, make_schedule
 
-RECIPES = {"cifar10": REPO / "examples" / "cifar10.toml", "cifar10_mlp": REPO / "examples" / "cifar10_mlp.toml"}
+RECIPES = {"cifar10": REPO / "examples" / "cifar10.toml", "cifar10_long": REPO / "examples" / "cifar10_long.toml",
+           "cifar10_mlp": REPO / "examples" / "cifar10_mlp.toml"}
 
 
-def test_resnet_recipe_says_what_the_issue_asks():
-    cfg = parse_config(["--config", str(RECIPES["cifar10"])])
+@pytest.mark.parametrize("name", ["cifar10", "cifar10_long"])
+def test_resnet_recipe_says_what_the_issue_asks(name):
+    cfg = parse_config(["--config", str(RECIPES[name])])
     assert (cfg.dataset, cfg.model, cfg.optimizer) == ("cifar10", "cifar-resnet", "nesterov")
     assert cfg.schedule in ("onecycle", "cosine") and cfg.label_smoothing > 0
     assert cfg.augment_crop == 4 and cfg.augment_flip and cfg.augment_shift == 0

@@ -13,7 +13,7 @@ from mpi4py import MPI
 from distnet import checkpoint as ckpt_io
 from distnet.config import TrainConfig
 from distnet.data.synthetic import synthetic
-from distnet.distributed import SingleProcessCommunicator, get_communicator
+from distnet.distributed import SingleProcessCommunicator
 from distnet.errors import UserError
 from distnet.train import build_trainer
 
@@ -21,13 +21,6 @@ pytestmark = pytest.mark.mpi(min_size=2)
 
 CFG = dict(dataset="synthetic", model="lenet5", batch_size=16, optimizer="adam", lr=0.001,
            schedule="constant", warmup_steps=0, no_progress=True, eval_every=0)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    c = get_communicator()
-    assert c.size >= 2
-    return c
 
 
 @pytest.fixture(scope="module")

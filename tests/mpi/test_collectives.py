@@ -8,20 +8,13 @@ import pytest
 
 from distnet.data.loader import GlobalBatchLoader
 from distnet.data.synthetic import synthetic
-from distnet.distributed import SingleProcessCommunicator, get_communicator
+from distnet.distributed import SingleProcessCommunicator
 from distnet.distributed.deterministic import pairwise_sum
 from distnet.distributed.sync import GradientSync
 from distnet.evaluation import evaluate
 from distnet.nn import CrossEntropyLoss, build_model
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    c = get_communicator()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
 
 
 def test_allreduce_sum_and_max_in_place(comm):

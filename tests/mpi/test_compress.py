@@ -15,19 +15,11 @@ import pytest
 import distnet
 from distnet import optim
 from distnet.data import load_dataset
-from distnet.distributed import init
 from distnet.distributed.compress import FP16Compression
 from distnet.distributed.sync import GradientSync
 from distnet.nn import build_model
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    c = init()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
 
 
 def rank_gradient(comm, step, size, scale=1e-6):

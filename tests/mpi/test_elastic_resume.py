@@ -17,17 +17,16 @@ import pytest
 import distnet
 from distnet import nn, optim
 from distnet.data import ArrayDataset
-from distnet.distributed import SingleProcessCommunicator, init
+from distnet.distributed import SingleProcessCommunicator
 from distnet.distributed.mpi import MPICommunicator
 
 pytestmark = pytest.mark.mpi(min_size=2)
 
 
 @pytest.fixture(scope="module")
-def world():
-    c = init()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
+def world(comm):
+    """The whole job (the tests below carve smaller worlds out of it)."""
+    return comm
 
 
 def model_with_batchnorm_and_dropout(seed=0):

@@ -15,16 +15,9 @@ import pytest
 import distnet
 from distnet import nn, optim
 from distnet.data import ArrayDataset
-from distnet.distributed import DistributedOptimizer, SingleProcessCommunicator, broadcast_parameters, init
+from distnet.distributed import DistributedOptimizer, SingleProcessCommunicator, broadcast_parameters
 
 pytestmark = pytest.mark.mpi(min_size=2)
-
-
-@pytest.fixture(scope="module")
-def comm():
-    c = init()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
 
 
 def rel_diff(a, b):

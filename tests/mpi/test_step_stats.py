@@ -8,8 +8,7 @@ import pytest
 
 from distnet.config import TrainConfig
 from distnet.data.synthetic import synthetic
-from distnet.distributed import SingleProcessCommunicator, get_communicator
-from distnet.distributed.faults import Watchdog
+from distnet.distributed import SingleProcessCommunicator
 from distnet.train import build_trainer
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -17,19 +16,7 @@ pytestmark = pytest.mark.mpi(min_size=2)
 TRAIN_SIZE, BATCH = 91, 30  # batches 30, 30, 30, 1: uneven and (on 2+ ranks) empty slices
 
 
-@pytest.fixture(scope="module")
-def comm():
-    c = get_communicator()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
-
-
-@pytest.fixture(autouse=True)
-def watchdog(comm):
-    """A regression here is a hang in a collective: turn it into an abort of the suite."""
-    dog = Watchdog(comm, timeout=60).start()
-    yield dog
-    dog.stop()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def make_trainer(comm, mode="plain", log_every=50, checkpoint_dir=None):

@@ -15,8 +15,7 @@ from mpi4py import MPI
 
 from distnet.config import TrainConfig
 from distnet.data.synthetic import synthetic
-from distnet.distributed import SingleProcessCommunicator, get_communicator
-from distnet.distributed.faults import Watchdog
+from distnet.distributed import SingleProcessCommunicator
 from distnet.distributed.mpi import MPICommunicator
 from distnet.distributed.sync import GradientSync
 from distnet.nn import CrossEntropyLoss, build_model
@@ -30,19 +29,7 @@ TRAIN_SIZE, BATCH, STEPS = 91, 30, 5
 SMALL_BUCKET_MB = 16 / 1024  # 16 KiB: lenet5's 61,706 gradients make several buckets
 
 
-@pytest.fixture(scope="module")
-def comm():
-    c = get_communicator()
-    assert c.size >= 2, "these tests must run under mpirun with several ranks"
-    return c
-
-
-@pytest.fixture(autouse=True)
-def watchdog(comm):
-    """A regression here is a hang in a collective: turn it into an abort of the suite."""
-    dog = Watchdog(comm, timeout=60).start()
-    yield dog
-    dog.stop()
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def world_sizes(comm):
