@@ -11,12 +11,9 @@ from distnet.data.synthetic import synthetic
 from distnet.distributed import SingleProcessCommunicator
 from distnet.train import build_trainer
 
-pytestmark = pytest.mark.mpi(min_size=2)
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.usefixtures("watchdog")]
 
 TRAIN_SIZE, BATCH = 91, 30  # batches 30, 30, 30, 1: uneven and (on 2+ ranks) empty slices
-
-
-pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def make_trainer(comm, mode="plain", log_every=50, checkpoint_dir=None):

@@ -21,15 +21,12 @@ from distnet.distributed.sync import GradientSync
 from distnet.nn import CrossEntropyLoss, build_model
 from distnet.train import build_trainer
 
-pytestmark = pytest.mark.mpi(min_size=2)
+pytestmark = [pytest.mark.mpi(min_size=2), pytest.mark.usefixtures("watchdog")]
 
 # 91 samples in batches of 30: 30, 30, 30, 1.  On 4 ranks a batch of 30 is 7/8/7/8 and the
 # last batch 0/0/0/1; on 2 ranks 15/15 and 0/1.  Five steps reach into the second epoch.
 TRAIN_SIZE, BATCH, STEPS = 91, 30, 5
 SMALL_BUCKET_MB = 16 / 1024  # 16 KiB: lenet5's 61,706 gradients make several buckets
-
-
-pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def world_sizes(comm):
