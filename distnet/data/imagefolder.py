@@ -149,12 +149,10 @@ def load_image_folder(root, split: str, cache_dir=None) -> tuple[np.ndarray, np.
         raise UserError(f"{root / split}: no .png or .jpg images in any <class>/ sub-folder")
     labels = np.fromiter((f.label for f in files), dtype=np.int64, count=len(files))
 
-    if cache_dir is False:
-        return _decode(files), labels, classes
-    fingerprint = _fingerprint(root, files, classes)
-    images, labels = decoded_cache.decoded(
+    images, labels = decoded_cache.decoded(  # cache_dir=False: decoded() only decodes
         f"{root.name or 'root'}-{split}", ["imagefolder", str(root.resolve()), split],
-        lambda: (_decode(files), labels), cache_dir=cache_dir, identity=fingerprint)
+        lambda: (_decode(files), labels), cache_dir=cache_dir,
+        identity=None if cache_dir is False else _fingerprint(root, files, classes))
     return images, labels, classes
 
 
