@@ -38,7 +38,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32),
-                "cifar-resnet": (3, 32, 32)}
+                "cifar-resnet": (3, 32, 32), "cifar-fast": (3, 32, 32)}
 THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 

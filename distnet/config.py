@@ -58,6 +58,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_decay_exclude: str = "none"
     freeze_bn_scale: bool = False
+    bn_bias_lr_scale: float = 1.0
+    lookahead: bool = False
     ema: float = 0.0
     tta_flip: bool = False
     checkpoint_dir: str | None = None
@@ -137,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="parameters left out of weight decay: BatchNorm's, biases, or both (default none)")
     a("--freeze-bn-scale", action="store_true",
       help="keep every BatchNorm scale at 1 (BatchNorm without affine scale; its shift still learns)")
+    a("--bn-bias-lr-scale", type=float, metavar="FACTOR",
+      help="train BatchNorm shifts at FACTOR times the learning rate, e.g. 64 (SGD only; default 1)")
+    a("--lookahead", action="store_true",
+      help="every 5 steps pull the weights toward a slow average, more strongly as the run ends (airbench's)")
     a("--ema", type=float, metavar="DECAY",
       help="evaluate an exponential moving average of the weights with this decay, e.g. 0.99 (default 0: off)")
     a("--tta-flip", action="store_true", help="evaluate on the mean of the logits of each image and its mirror image")
@@ -314,5 +320,11 @@ def validate_augment_and_regularisers(cfg: TrainConfig, bad) -> None:
         bad("label-smoothing", f"must be in [0, 1], got {cfg.label_smoothing}")
     if not (math.isfinite(cfg.ema) and 0.0 <= cfg.ema < 1.0):
         bad("ema", f"must be in [0, 1) (0: off), got {cfg.ema}")
+    if cfg.lookahead and cfg.ema:
+        bad("lookahead", "and --ema both average the weights; choose one")
+    if not (math.isfinite(cfg.bn_bias_lr_scale) and cfg.bn_bias_lr_scale > 0):
+        bad("bn-bias-lr-scale", f"must be a positive number (1: off), got {cfg.bn_bias_lr_scale}")
+    if cfg.bn_bias_lr_scale != 1.0 and cfg.optimizer not in ("sgd", "momentum", "nesterov"):
+        bad("bn-bias-lr-scale", f"needs an SGD optimizer (sgd, momentum, nesterov), not {cfg.optimizer}")
     if cfg.weight_decay_exclude not in DECAY_EXCLUDES:
         bad("weight-decay-exclude", f"must be one of {', '.join(DECAY_EXCLUDES)}, got {cfg.weight_decay_exclude!r}")

@@ -59,19 +59,22 @@ def fit_arguments(cfg, comm, train_set, test_set) -> dict:
 
     from .data.augment import ImageAugment
     from .nn import CrossEntropyLoss, MSELoss, build_model
-    from .optim import WeightEMA, make_optimizer, make_schedule
+    from .optim import Lookahead, WeightEMA, make_optimizer, make_schedule
     from .tasks import task_of
 
     model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                decay_exclude=cfg.weight_decay_exclude,
-                               freeze="bn-scale" if cfg.freeze_bn_scale else None)
-    if cfg.ema:
-        optimizer = WeightEMA(optimizer, model, cfg.ema)
+                               freeze="bn-scale" if cfg.freeze_bn_scale else None,
+                               bn_bias_lr_scale=cfg.bn_bias_lr_scale)
     loss = CrossEntropyLoss(label_smoothing=cfg.label_smoothing) if cfg.loss == "cross-entropy" else MSELoss()
     # The schedule spans all epochs; --max-steps only says where to stop (like a
     # preemption), so a run cut short and resumed follows the same learning rates.
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    if cfg.ema:
+        optimizer = WeightEMA(optimizer, model, cfg.ema)
+    if cfg.lookahead:
+        optimizer = Lookahead(optimizer, model, cfg.epochs * steps_per_epoch)
     schedule = make_schedule(cfg.schedule, cfg.lr, cfg.epochs * steps_per_epoch, warmup_steps=cfg.warmup_steps)
     images = len(train_set.input_shape) == 3 and task_of(train_set) == "classification"
     augment = (cfg.augment_shift, ImageAugment.from_config(cfg)) if images else None

@@ -235,9 +235,23 @@ class Trainer:
             return evaluate(self.model, self.test_set, loss=self.criterion, batch_size=self.eval_batch_size,
                                   comm=self.comm, on_batch=beat, tta_flip=self.tta_flip)
 
+    DATA_INIT_SAMPLES = 5000  # images a data-dependent first layer is set from
+
+    def initialise_from_data(self) -> None:
+        """Set a data-dependent first layer (``nn.PatchWhitening``) from the first
+        DATA_INIT_SAMPLES training images, unaugmented.  Every rank computes it from the same
+        images; the broadcast that follows makes it bit-identical, and a resumed run then
+        overwrites it with the checkpoint's (it is a buffer, saved with the model)."""
+        if not any(callable(getattr(m, "init_from_data", None)) for m in self.model.modules()):
+            return
+        dataset = self.loader.dataset
+        x, _ = dataset.batch(np.arange(min(len(dataset), self.DATA_INIT_SAMPLES)))
+        nn.initialise_from_data(self.model, x)
+
     # --- the loop ------------------------------------------------------------------------
     def run(self) -> dict:
         comm, coord = self.comm, self.coordinator
+        self.initialise_from_data()
         broadcast_parameters(self.model, comm)  # one set of initial weights for everyone
         self.load_resume_point()
         self.stop.install()

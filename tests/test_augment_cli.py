@@ -76,6 +76,8 @@ def test_augmented_training_does_not_depend_on_world_size(tmp_path):
     (["--weight-decay-exclude", "conv"], "--weight-decay-exclude"),
     (["--augment-crop-mode", "wrap"], "--augment-crop-mode"),
     (["--augment-crop", "28", "--augment-shift", "0", "--max-steps", "1"], "larger than 28"),
+    (["--bn-bias-lr-scale", "0"], "--bn-bias-lr-scale"),
+    (["--bn-bias-lr-scale", "64", "--optimizer", "adam"], "needs an SGD optimizer"),
 ])
 def test_bad_values_are_one_line_errors(args, needle):
     r = run_train("--dataset", "synthetic", "--no-progress", *args)
@@ -99,8 +101,39 @@ def test_bad_toml_values_are_one_line_errors(tmp_path, line, needle):
 
 
 
+def test_bn_bias_lr_scale_without_batchnorm_is_an_error():
+    """(What the scale does to a step is checked by hand in test_nn_whitening.py.)"""
+    r = run_train("--dataset", "synthetic", "--no-progress", "--optimizer", "sgd", "--bn-bias-lr-scale", "64",
+                  "--max-steps", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "no BatchNorm" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
 def test_freeze_bn_scale_without_batchnorm_is_an_error():
     """(That it keeps the scales at 1 is checked on cifar-resnet in test_augment_recipes.py.)"""
     r = run_train("--dataset", "synthetic", "--no-progress", "--freeze-bn-scale", "--max-steps", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "nothing to freeze" in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+FAST = ["--model", "cifar-fast", "--lookahead", "--bn-bias-lr-scale", "64", "--freeze-bn-scale",
+        "--augment-crop", "2", "--augment-flip", "--epochs", "1", "--eval-every", "0"]
+
+
+def test_cifar_fast_recipe_resumes_exactly(tmp_path):
+    """The whitening filters (set from the data at the start), the lookahead's slow weights
+    and the BatchNorm shift's own learning rate all come back from a checkpoint: a run cut
+    at step 3 and resumed (across the lookahead update at step 5) ends where a straight one does."""
+    straight, _ = train(tmp_path, "a", *FAST, "--max-steps", "8")
+    train(tmp_path, "b", *FAST, "--max-steps", "3")
+    resumed, _ = train(tmp_path, "b", *FAST, "--max-steps", "8", "--resume")
+    np.testing.assert_array_equal(straight, resumed)
+    with np.load(tmp_path / "a" / "latest.npz", allow_pickle=False) as z:
+        assert np.abs(z["buffers"]).max() > 0  # the filters (a buffer) were set
+
+
+def test_cifar_fast_recipe_does_not_depend_on_world_size(tmp_path):
+    common = FAST + ["--max-steps", "6", "--deterministic", "--micro-batches", "4"]
+    one, _ = train(tmp_path, "one", *common)
+    two, _ = train(tmp_path, "two", *common, mpi=2)
+    np.testing.assert_array_equal(one, two)

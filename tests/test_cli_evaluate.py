@@ -87,6 +87,20 @@ def test_evaluate_json_is_exact(trained):
     assert result["loss"] == pytest.approx(evals[-1]["loss"], rel=1e-5)
 
 
+def test_evaluate_tta_flip_scores_the_mean_of_both_views(trained):
+    ck = trained / "checkpoints" / "latest.npz"
+    r = run_cli("distnet.evaluate", ck, "--json", "--tta-flip")
+    assert r.returncode == 0, r.stderr
+    model, _ = load_trained(ck)
+    x, y = synthetic("test").batch(np.arange(256))
+    pred = (model(x) + model(x[..., ::-1].copy())).argmax(axis=1)
+    confusion = np.zeros((10, 10), np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    result = json.loads(r.stdout)
+    assert result["confusion"] == confusion.tolist()
+    assert confusion.tolist() != independent_confusion(ck).tolist()  # the flip changed something
+
+
 def test_evaluate_text(trained):
     r = run_cli("distnet.evaluate", trained / "checkpoints" / "latest.npz")
     assert r.returncode == 0, r.stderr

@@ -24,6 +24,8 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", metavar="DIR", help="where the dataset's files are (default: as in training)")
     p.add_argument("--split", choices=("train", "test"), default="test", help="(default test)")
     p.add_argument("--batch-size", type=int, default=1000, help="samples per forward pass (default 1000)")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="score the mean of the logits of each image and its mirror image (as training's --tta-flip)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the confusion matrix (needs matplotlib)")
     p.add_argument("--no-download", dest="download", action="store_false", help="never try to download data")
@@ -31,10 +33,12 @@ def build_parser() -> Parser:
 
 
 # --- the numbers ---------------------------------------------------------------------------
-def confusion_and_loss(model, data, start: int, stop: int, batch_size: int):
-    """(confusion counts K x K, summed cross-entropy) over samples [start, stop) of ``data``."""
+def confusion_and_loss(model, data, start: int, stop: int, batch_size: int, tta_flip: bool = False):
+    """(confusion counts K x K, summed cross-entropy) over samples [start, stop) of ``data``;
+    with ``tta_flip``, of the logits averaged over each image and its mirror image."""
     import numpy as np
 
+    from ..data.augment import flip_averaged_logits
     from ..nn import CrossEntropyLoss
 
     k = data.num_classes
@@ -43,7 +47,7 @@ def confusion_and_loss(model, data, start: int, stop: int, batch_size: int):
     criterion = CrossEntropyLoss()
     for lo in range(start, stop, batch_size):
         x, y = data.batch(np.arange(lo, min(lo + batch_size, stop)))
-        logits = model(x)
+        logits = flip_averaged_logits(model, x) if tta_flip else model(x)
         loss_sum += criterion(logits, y) * len(y)
         confusion += np.bincount(y * k + logits.argmax(axis=1), minlength=k * k).reshape(k, k)
     return confusion, loss_sum
@@ -179,7 +183,7 @@ def run(args, comm) -> dict:
         prepared = _prepare(args, value[0])
     model, meta, data, classes = prepared
     start, stop = shard_bounds(len(data), comm.rank, comm.size)
-    confusion, loss_sum = confusion_and_loss(model, data, start, stop, args.batch_size)
+    confusion, loss_sum = confusion_and_loss(model, data, start, stop, args.batch_size, args.tta_flip)
     totals = np.concatenate([[loss_sum], confusion.ravel()]).astype(np.float64)
     comm.allreduce(totals)  # counts stay exact in float64 far beyond any dataset's size
     confusion = np.rint(totals[1:]).astype(np.int64).reshape(confusion.shape)

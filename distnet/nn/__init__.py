@@ -10,10 +10,11 @@ from .module import Module, Parameter, Sequential
 from .normalization import BatchNorm1d, BatchNorm2d, set_stat_reducer
 from .randomness import set_sample_context
 from .residual import Residual
+from .whitening import PatchWhitening, initialise_from_data
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Residual", "Linear", "Conv2d", "MaxPool2d",
     "AvgPool2d", "Flatten", "Dropout", "Scale", "BatchNorm1d", "BatchNorm2d", "ReLU", "Sigmoid", "Tanh",
     "CrossEntropyLoss", "MSELoss", "MODELS", "build_model", "set_stat_reducer",
-    "set_sample_context",
+    "set_sample_context", "PatchWhitening", "initialise_from_data",
 ]

@@ -21,6 +21,7 @@ from distnet.optim.optimizers import (
 )
 from distnet.optim.decay import decay_mask, frozen_mask
 from distnet.optim.ema import WeightEMA, evaluation_weights
+from distnet.optim.lookahead import Lookahead
 from distnet.optim.schedules import (
     SCHEDULE_NAMES,
     Constant,
@@ -39,7 +40,7 @@ from distnet.optim.schedules import (
 
 __all__ = [
     "Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "make_optimizer", "OPTIMIZER_NAMES",
-    "OptimizerError", "decay_mask", "frozen_mask", "WeightEMA", "evaluation_weights",
+    "OptimizerError", "decay_mask", "frozen_mask", "WeightEMA", "evaluation_weights", "Lookahead",
     "Schedule", "Constant", "StepLR", "Cosine", "Warmup", "OneCycle", "one_cycle", "constant", "step_lr", "cosine",
     "warmup", "make_schedule", "SCHEDULE_NAMES",
 ]

@@ -81,3 +81,16 @@ def frozen_mask(model, kind="bn-scale") -> np.ndarray:
             frozen = norm and p.name == "weight"
             pieces.append(np.full(p.data.size, 1.0 if frozen else 0.0, dtype=p.data.dtype))
     return np.concatenate(pieces) if pieces else np.zeros(0)
+
+
+def bn_bias_factors(model, scale: float) -> np.ndarray:
+    """A vector over ``model.parameters()`` order: ``scale`` for every element of a BatchNorm
+    layer's shift (``bias``), 1 elsewhere (``Optimizer.scale_learning_rate``'s factors)."""
+    if not hasattr(model, "modules"):
+        raise OptimizerError("a BatchNorm learning-rate scale needs the model (a Module), not a list of parameters")
+    pieces = [np.full(p.data.size, scale if _is_norm_layer(m) and p.name == "bias" else 1.0, dtype=np.float64)
+              for m in model.modules() for p in m.own_parameters()]
+    factors = np.concatenate(pieces) if pieces else np.zeros(0)
+    if not (factors == scale).any():
+        raise OptimizerError("a BatchNorm learning-rate scale was given but the model has no BatchNorm layer")
+    return factors

@@ -15,12 +15,12 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from distnet.optim.optimizers import OptimizerError, _number, _scalar
+from distnet.optim.optimizers import _number, _scalar
+from distnet.optim.wrapper import OptimizerWrapper
+from distnet.optim.wrapper import model_buffers as _buffers
 
-_KEYS = ("ema_params", "ema_buffers", "ema_updates")
 
-
-class WeightEMA:
+class WeightEMA(OptimizerWrapper):
     """After the first optimizer step the average is the weights; after the t-th (t >= 2),
     ``avg = d * avg + (1 - d) * weights`` with ``d = min(decay, (1 + t) / (10 + t))`` when
     ``warmup`` (TensorFlow's ExponentialMovingAverage with num_updates), so a short run's
@@ -32,30 +32,16 @@ class WeightEMA:
     ``state_dict``, ``load_state_dict``); ``model`` is the Sequential whose flat arrays the
     optimizer updates."""
 
+    KEYS, WHAT = ("ema_params", "ema_buffers", "ema_updates"), "a weight average (--ema)"
+
     def __init__(self, optimizer, model, decay: float = 0.999, warmup: bool = True):
-        self.optimizer, self.model = optimizer, model
+        super().__init__(optimizer, model)
         self.decay = _number("ema decay", decay, lo=0.0, hi=1.0, hi_open=True)
         self.warmup = bool(warmup)
         self.params = np.zeros_like(model.flat_params)
         self.buffers = np.zeros_like(_buffers(model))
         self._work = {}  # scratch vectors for update(), by size
         self.updates = 0
-
-    # the optimizer's face
-    @property
-    def lr(self):
-        return self.optimizer.lr
-
-    @lr.setter
-    def lr(self, value):
-        self.optimizer.lr = value
-
-    @property
-    def step_count(self):
-        return self.optimizer.step_count
-
-    def zero_grad(self):
-        self.optimizer.zero_grad()
 
     def step(self) -> None:
         self.optimizer.step()
@@ -96,29 +82,11 @@ class WeightEMA:
         return out
 
     def load_state_dict(self, state) -> None:
-        missing = [k for k in _KEYS if k not in state]
-        if missing:
-            raise OptimizerError(f"state has no {missing[0]!r}: it was not saved with a weight average (--ema)")
-        params, buffers = np.asarray(state["ema_params"]), np.asarray(state["ema_buffers"])
-        if params.shape != self.params.shape or buffers.shape != self.buffers.shape:
-            raise OptimizerError(f"weight average of shapes {params.shape}/{buffers.shape} does not fit "
-                                 f"{self.params.shape}/{self.buffers.shape}")
-        self.optimizer.load_state_dict({k: v for k, v in _items(state) if k not in _KEYS})
-        self.params[...] = params
-        self.buffers[...] = buffers
+        self._load_inner(state, {"ema_params": self.params, "ema_buffers": self.buffers})
         self.updates = int(_scalar(state, "ema_updates"))
 
     def __repr__(self):
         return f"WeightEMA({self.optimizer!r}, decay={self.decay:g}, updates={self.updates})"
-
-
-def _buffers(model) -> np.ndarray:
-    own = getattr(model, "flat_buffers", None)
-    return own if own is not None else np.zeros(0, model.flat_params.dtype)
-
-
-def _items(state):
-    return ((k, state[k]) for k in state.keys())
 
 
 def evaluation_weights(optimizer):

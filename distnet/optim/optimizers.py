@@ -194,7 +194,7 @@ class Optimizer:
         self._bound: list[tuple[_Segment, dict, list, object]] = []
         self.weight_decay = 0.0
         self._decay = None  # per-element decay coefficients when a mask is given
-        self._keep = None  # 0/1 per element after freeze(): 0 = never updated
+        self._keep = None  # per-element gradient factors: 0 after freeze(), lr factors
         self._work: list[np.ndarray] = []
 
     def _set_weight_decay(self, weight_decay, mask) -> None:
@@ -256,15 +256,39 @@ class Optimizer:
         stays 0).  Used to train BatchNorm without its scale (fixed at 1).  The caller's
         gradient buffer is not written: the masked gradient goes to a buffer of our own
         (one multiply over the flat buffer per step)."""
-        mask = np.asarray(mask)
-        if mask.shape != (self.numel,):
-            raise OptimizerError(f"freeze mask has shape {mask.shape}, expected ({self.numel},) "
-                                 f"for {self.numel} parameters")
+        mask = self._per_element("freeze mask", mask)
         keep = np.where(mask.astype(bool), 0, 1).astype(self.dtype)
         if self.weight_decay != 0:
             base = self._decay if self._decay is not None else np.full(self.numel, self.weight_decay, self.dtype)
             self._decay = base * keep
-        self._keep = keep
+        self._set_gradient_factors(keep if self._keep is None else self._keep * keep)
+
+    def scale_learning_rate(self, factors) -> None:
+        """Give each element its own learning rate, ``lr * factors`` (a vector over the flat
+        parameter order; weight decay is not scaled).  Only for SGD, with or without
+        (Nesterov) momentum: its update is linear in the gradient, so scaling the gradient
+        is scaling the rate -- for an adaptive optimizer it would change nothing.  Why: the
+        fast CIFAR-10 recipes (airbench) train BatchNorm's shift at 64 times the rate of the
+        weights, as a parameter group would in PyTorch; here it is the multiply ``freeze``
+        already does each step, with factors other than 0 and 1."""
+        if not isinstance(self, SGD):
+            raise OptimizerError(f"per-parameter learning rates need SGD (with or without momentum), "
+                                 f"not {type(self).__name__}")
+        factors = self._per_element("learning-rate factors", factors).astype(np.float64)
+        if not np.isfinite(factors).all() or (factors < 0).any():
+            raise OptimizerError("learning-rate factors must be finite and >= 0")
+        factors = factors.astype(self.dtype)
+        self._set_gradient_factors(factors if self._keep is None else self._keep * factors)
+
+    def _per_element(self, what, values) -> np.ndarray:
+        values = np.asarray(values)
+        if values.shape != (self.numel,):
+            raise OptimizerError(f"{what} has shape {values.shape}, expected ({self.numel},) "
+                                 f"for {self.numel} parameters")
+        return values
+
+    def _set_gradient_factors(self, factors) -> None:
+        self._keep = factors
         self._masked_grad = np.empty(self.numel, dtype=self.dtype)
         self._bind()
 
@@ -533,7 +557,8 @@ OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
-                   weight_decay: float = 0.0, decay_exclude=None, freeze=None) -> Optimizer:
+                   weight_decay: float = 0.0, decay_exclude=None, freeze=None,
+                   bn_bias_lr_scale: float = 1.0) -> Optimizer:
     """Build an optimizer by name (e.g. from a command-line flag).
 
     ``sgd`` is plain SGD, ``momentum`` SGD with ``momentum``, ``nesterov`` SGD with Nesterov
@@ -542,7 +567,8 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
     RMSprop and Adam, decoupled for AdamW).  ``decay_exclude`` ("bn", "bias", "bn-bias" or
     None/"none") leaves those parameters of the model ``params`` out of the decay (see
     ``optim.decay``); ``freeze`` ("bn-scale" or None) keeps those parameters at their
-    initial values (``Optimizer.freeze``).
+    initial values (``Optimizer.freeze``); ``bn_bias_lr_scale`` multiplies the learning
+    rate of BatchNorm's shift (``Optimizer.scale_learning_rate``; SGD only).
     """
     opt = _make(name, params, lr, momentum, weight_decay, decay_exclude)
     if freeze is not None and str(freeze).lower() != "none":
@@ -551,6 +577,9 @@ def make_optimizer(name: str, params, lr: float, momentum: float = 0.9,
         if not mask.any():
             raise OptimizerError(f"nothing to freeze: the model has no {freeze} parameters")
         opt.freeze(mask)
+    if bn_bias_lr_scale != 1.0:
+        from distnet.optim.decay import bn_bias_factors
+        opt.scale_learning_rate(bn_bias_factors(params, bn_bias_lr_scale))
     return opt
 
 
