@@ -40,7 +40,6 @@ class WeightEMA(OptimizerWrapper):
         self.warmup = bool(warmup)
         self.params = np.zeros_like(model.flat_params)
         self.buffers = np.zeros_like(_buffers(model))
-        self._work = {}  # scratch vectors for update(), by size
         self.updates = 0
 
     def step(self) -> None:
@@ -57,12 +56,7 @@ class WeightEMA(OptimizerWrapper):
             return
         d = min(self.decay, (1.0 + t) / (10.0 + t)) if self.warmup else self.decay
         for avg, now in ((self.params, self.model.flat_params), (self.buffers, _buffers(self.model))):
-            work = self._work.get(avg.size)
-            if work is None:  # one scratch vector per size, not two temporaries every step
-                work = self._work[avg.size] = np.empty_like(avg)
-            np.subtract(now, avg, out=work)
-            work *= 1.0 - d
-            avg += work
+            self._move_toward(avg, now, 1.0 - d)
 
     @contextmanager
     def applied(self):

@@ -44,7 +44,6 @@ class Lookahead(OptimizerWrapper):
         # the slow copy starts as the weights the first step starts from: those after the
         # trainer's broadcast and data-dependent initialisation, not those at construction
         self._started = False
-        self._work = {}
 
     def pull(self, t: int) -> float:
         """d(t), the weight of the slow copy in the update after step t."""
@@ -60,12 +59,7 @@ class Lookahead(OptimizerWrapper):
         if t % self.every == 0:
             d = self.pull(t)
             for slow, fast in ((self.params, self.model.flat_params), (self.buffers, _buffers(self.model))):
-                work = self._work.get(slow.size)
-                if work is None:
-                    work = self._work[slow.size] = np.empty_like(slow)
-                np.subtract(fast, slow, out=work)
-                work *= 1.0 - d
-                slow += work
+                self._move_toward(slow, fast, 1.0 - d)
                 fast[...] = slow
         if t == self.total_steps:  # the run ends on the slow weights
             self.model.flat_params[...] = self.params

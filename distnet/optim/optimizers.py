@@ -194,7 +194,7 @@ class Optimizer:
         self._bound: list[tuple[_Segment, dict, list, object]] = []
         self.weight_decay = 0.0
         self._decay = None  # per-element decay coefficients when a mask is given
-        self._keep = None  # per-element gradient factors: 0 after freeze(), lr factors
+        self._grad_factors = None  # per element, multiplied into the gradient: 0 = frozen, else an lr factor
         self._work: list[np.ndarray] = []
 
     def _set_weight_decay(self, weight_decay, mask) -> None:
@@ -245,7 +245,7 @@ class Optimizer:
         self._bound = [(seg, {k: view(v, seg) for k, v in self._state.items()},
                         [view(w, seg) for w in self._work],
                         self.weight_decay if self._decay is None else view(self._decay, seg),
-                        None if self._keep is None else (view(self._keep, seg), view(self._masked_grad, seg)))
+                        None if self._grad_factors is None else (view(self._grad_factors, seg), view(self._masked_grad, seg)))
                        for seg in self._segments]
 
     def freeze(self, mask) -> None:
@@ -261,7 +261,7 @@ class Optimizer:
         if self.weight_decay != 0:
             base = self._decay if self._decay is not None else np.full(self.numel, self.weight_decay, self.dtype)
             self._decay = base * keep
-        self._set_gradient_factors(keep if self._keep is None else self._keep * keep)
+        self._set_gradient_factors(keep if self._grad_factors is None else self._grad_factors * keep)
 
     def scale_learning_rate(self, factors) -> None:
         """Give each element its own learning rate, ``lr * factors`` (a vector over the flat
@@ -278,7 +278,7 @@ class Optimizer:
         if not np.isfinite(factors).all() or (factors < 0).any():
             raise OptimizerError("learning-rate factors must be finite and >= 0")
         factors = factors.astype(self.dtype)
-        self._set_gradient_factors(factors if self._keep is None else self._keep * factors)
+        self._set_gradient_factors(factors if self._grad_factors is None else self._grad_factors * factors)
 
     def _per_element(self, what, values) -> np.ndarray:
         values = np.asarray(values)
@@ -288,7 +288,7 @@ class Optimizer:
         return values
 
     def _set_gradient_factors(self, factors) -> None:
-        self._keep = factors
+        self._grad_factors = factors
         self._masked_grad = np.empty(self.numel, dtype=self.dtype)
         self._bind()
 

@@ -18,6 +18,17 @@ class OptimizerWrapper:
 
     def __init__(self, optimizer, model):
         self.optimizer, self.model = optimizer, model
+        self._work = {}  # scratch vectors for _move_toward, by size
+
+    def _move_toward(self, average, current, fraction: float) -> None:
+        """``average += fraction * (current - average)`` in place, through one scratch vector
+        per size rather than two temporaries every step."""
+        work = self._work.get(average.size)
+        if work is None:
+            work = self._work[average.size] = np.empty_like(average)
+        np.subtract(current, average, out=work)
+        work *= fraction
+        average += work
 
     @property
     def lr(self):
