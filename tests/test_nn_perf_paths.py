@@ -88,7 +88,9 @@ def test_conv_matches_reference_for_any_input_layout(case, layout):
 
 @pytest.mark.parametrize("block_bytes", [1, 300, 4000, 40000, 1 << 30])
 def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, block_bytes):
-    """Blocks of one row, of several rows, of channel groups, or everything at once."""
+    """Blocks of one row, of several rows, of channel groups, or everything at once (the
+    im2col path's pitched col2im, used when the direct convolution is off or unavailable)."""
+    monkeypatch.setattr(kernels, "DIRECT_CONV", False)
     monkeypatch.setattr(kernels, "_DX_BLOCK_BYTES", block_bytes)
     conv = nn.Conv2d(5, 3, 3, padding=1, rng=RNG, dtype=np.float64)
     x = RNG.standard_normal((3, 5, 7, 6))
@@ -106,7 +108,9 @@ def test_stride1_input_gradient_is_the_same_for_every_block_split(monkeypatch, b
 def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes, case, dtype, full_conv):
     """Blocks of single pixels, parts of a row, several rows, or the whole matrix at once;
     forward, weight gradient and input gradient (as a full convolution wherever O <= C, or
-    through the pitched col2im) against the direct formulation."""
+    through the pitched col2im) against the direct formulation.  The im2col path alone: the
+    direct convolution (tested below) is off."""
+    monkeypatch.setattr(kernels, "DIRECT_CONV", False)
     monkeypatch.setattr(kernels, "_COLS_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(kernels, "_FULL_CONV_MIN_CHANNELS", 1 if full_conv else 1 << 30)
     n, c, h, w, o, k, stride, padding = case
@@ -127,6 +131,87 @@ def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes,
         np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
         np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
         assert dx.dtype == conv.weight.grad.dtype == dtype
+
+
+def numpy_ships_openblas() -> bool:
+    try:
+        blas_dep = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:
+        return False
+    return "openblas" in str(blas_dep.get("name", "")).lower()
+
+
+def test_the_direct_convolution_finds_numpys_openblas():
+    """Where NumPy is built with OpenBLAS (every PyPI wheel), kernels.blas must load it;
+    otherwise the direct-convolution tests below would quietly test the im2col path."""
+    if not numpy_ships_openblas():
+        pytest.skip("this NumPy is not built with OpenBLAS; the convs stay on im2col")
+    assert kernels.blas.available(np.float32) and kernels.blas.available(np.float64)
+
+
+DIRECT_CASES = [
+    # (N, C, H, W, O, kernel, padding): stride 1 only
+    (3, 5, 7, 6, 3, 3, 1),
+    (2, 4, 6, 7, 2, (3, 2), 1),      # rectangular kernel
+    (2, 2, 8, 5, 3, (2, 3), 0),
+    (1, 3, 5, 5, 3, 3, 2),           # batch of one, padding > kernel // 2
+    (2, 6, 9, 9, 4, 5, 0),           # 5x5, no padding
+    (4, 1, 6, 6, 2, 3, 1),           # one input channel
+]
+
+
+@pytest.mark.parametrize("block_bytes", [1, 600, 5000, 1 << 30])
+@pytest.mark.parametrize("case", DIRECT_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_conv_matches_reference_for_every_row_block(monkeypatch, block_bytes, case, dtype):
+    """The direct convolution (one BLAS GEMM per kernel position on in-place spans of the
+    input, output rows in blocks): forward, weight, bias and input gradients against the
+    einsum loops, for blocks of one output row, a few, or the whole map, twice (the second
+    step reuses the pitched scratch buffers)."""
+    if not kernels.blas.available(dtype):
+        pytest.skip("no BLAS for the direct convolution here (see the test above)")
+    monkeypatch.setattr(kernels, "_DIRECT_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels, "DIRECT_MIN_CHANNELS", 1)  # the forward goes direct too
+    n, c, h, w, o, k, padding = case
+    conv = nn.Conv2d(c, o, k, padding=padding, rng=RNG, dtype=dtype)
+    conv.bias.data[:] = RNG.standard_normal(o)
+    x = RNG.standard_normal((n, c, h, w)).astype(dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for _ in range(2):
+        y = conv(x)
+        assert "direct_y" in conv._workspace  # the path under test was taken
+        assert y.dtype == dtype and y.shape == (n, o) + conv_reference(x, conv.weight.data, None, 1, padding).shape[2:]
+        np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, 1, padding), **tol)
+        g = RNG.standard_normal(y.shape).astype(dtype)
+        conv.zero_grad()
+        dx = conv.backward(g)
+        assert "direct_g" in conv._workspace
+        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
+                                                      g.astype(np.float64), 1, padding)
+        np.testing.assert_allclose(dx, ref_dx, **tol)
+        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
+        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
+        assert dx.dtype == dtype and dx.shape == x.shape
+
+
+def test_direct_and_im2col_convs_agree_on_a_cifar_sized_layer(monkeypatch):
+    """The CIFAR CNN's 32->32 3x3 layer at batch 8, float32, both ways: the default (direct
+    forward and input gradient) against im2col, to float32 rounding."""
+    if not kernels.blas.available(np.float32):
+        pytest.skip("no BLAS for the direct convolution here")
+    conv = nn.Conv2d(32, 32, 3, padding=1, rng=RNG)
+    x = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    g = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    results = []
+    for direct in (True, False):
+        monkeypatch.setattr(kernels, "DIRECT_CONV", direct)
+        conv._workspace.clear()
+        y = conv(x).copy()
+        conv.zero_grad()
+        results.append((y, conv.backward(g).copy(), conv.weight.grad.copy(), conv.bias.grad.copy()))
+        assert ("direct_y" in conv._workspace) == direct
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
 
 
 def test_conv_workspace_never_aliases_results_and_follows_batch_size():

@@ -22,7 +22,11 @@ of the contiguous runs each operation walks.  With the batch innermost:
 * the input gradient ``W^T @ g`` is added back per kernel position in long contiguous
   spans, without ``np.add.at`` (see ``_input_grad_stride1``), or, for wide layers, is
   itself a blocked conv of the output gradient (``_input_grad_full_conv``);
-* pooling windows are strided views whose inner runs are the N contiguous batch entries.
+* pooling windows are strided views whose inner runs are the N contiguous batch entries;
+* a stride-1 conv needs no im2col at all: written with the input's row pitch, the pixels
+  that kernel position (i, j) meets are one contiguous span per channel, so each kernel
+  position is one BLAS GEMM reading the input in place and adding into the output
+  (``_direct_forward``, ``_direct_input_grad``; ``blas.py`` supplies the accumulating GEMM).
 
 Measured on LeNet-5, batch 64, one core: 2.4k images/s with the NHWC kernels, ~6k with
 these (see ``python -m distnet.bench``).  Against PyTorch: ``benchmarks/torch_compare.py``,
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from . import blas
 
 # Bound on the size (elements) of the column-gradient matrix of a strided conv's input
 # gradient; larger problems go one kernel position at a time.
@@ -161,14 +167,17 @@ def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
 def conv2d_forward(x, weight, bias, stride: int, padding, workspace=None):
     """x NCHW (any memory layout), weight (O, C, KH, KW) -> (y NCHW view of CHWN, cache).
 
-    One GEMM per im2col block (``column_blocks``), each writing its columns of y.  The cache
-    is the padded CHWN input, from which the backward rebuilds the blocks.  ``workspace``
-    (the layer's dict) keeps the block buffer from step to step.
+    One GEMM per im2col block (``column_blocks``), each writing its columns of y, or, for
+    wide stride-1 convs, the direct convolution (``_direct_forward``).  The cache is the
+    padded CHWN input, from which the backward rebuilds the blocks.  ``workspace`` (the
+    layer's dict) keeps the block buffer from step to step.
     """
     o, c, kh, kw = weight.shape
     xc = pad_chwn(x, padding)
     _, hp, wp, n = xc.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if _use_direct(xc, weight, stride, DIRECT_MIN_CHANNELS):
+        return to_nchw(_direct_forward(xc, weight, bias, workspace)), xc
     y = np.empty((o, oh * ow * n), dtype=np.result_type(x.dtype, weight.dtype))
     wmat = weight.reshape(o, c * kh * kw)
     for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
@@ -280,6 +289,8 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
         dxc = np.zeros(padded_shape, dtype=g.dtype)
+    elif _use_direct(xc, weight, stride):
+        dxc = _direct_input_grad(gc, weight, xc, workspace)
     elif stride == 1 and o <= c and c >= _FULL_CONV_MIN_CHANNELS and padding < min(kh, kw):
         return _input_grad_full_conv(gc, weight, padding, workspace)
     elif stride == 1:
@@ -295,6 +306,109 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
     if padding:
         dxc = dxc[:, padding:hp - padding, padding:wp - padding, :]
     return to_nchw(dxc)
+
+
+# Input channels from which a stride-1 conv's forward is computed directly (see
+# _direct_forward); its input gradient is, whatever the width (_direct_input_grad).
+# DIRECT_CONV = False keeps every conv on im2col (the tests compare the two).
+DIRECT_MIN_CHANNELS = 24
+DIRECT_CONV = True
+# Bytes of padded input rows one block of the direct convolution reads.  Measured as
+# 512 KiB, 1, 2 and 4 MiB (forward and input gradient, the CIFAR CNN's layers at batch 64):
+# 1 MiB is within 3% of the best for every layer; 2-4 MiB cost 5-15% on 16x16 maps.
+_DIRECT_BLOCK_BYTES = 1 << 20
+
+
+def _use_direct(xc, weight, stride: int, min_channels: int = 0) -> bool:
+    return (DIRECT_CONV and stride == 1 and weight.shape[1] >= min_channels and xc.shape[3] > 0
+            and xc.dtype == weight.dtype and blas.available(xc.dtype))
+
+
+def _direct_rows(c: int, kh: int, oh: int, pitch: int, itemsize: int) -> int:
+    """Output rows per block: their KH-1 taller span of padded input rows within
+    ``_DIRECT_BLOCK_BYTES``, so every kernel position's GEMM finds it in cache."""
+    return max(1, min(oh, _DIRECT_BLOCK_BYTES // (c * pitch * itemsize) - (kh - 1)))
+
+
+def _direct_forward(xc, weight, bias, workspace):
+    """y = conv(xc) for a stride-1 conv with no im2col: one GEMM per kernel position,
+    W[:, :, i, j] (O x C) @ the input shifted by (i, j), summed in BLAS (beta = 1).
+
+    Why it needs no copy of the input: in CHWN memory, the input pixels that kernel
+    position (i, j) meets for a run of output rows are, per channel, one contiguous span of
+    the padded input, starting i*Wp*N + j*N values in, if the output is written with the
+    input's row pitch Wp*N instead of OW*N (its KW-1 extra columns per row are garbage and
+    dropped).  So each GEMM reads the input in place, as a (C, span) matrix whose row
+    pitch is a whole channel.  The output rows go in blocks whose input rows fit in cache
+    (``_direct_rows``) through a pitched scratch buffer, copied out with the bias added.
+
+    im2col copies the input KH*KW times and then OpenBLAS packs that copy again; here
+    OpenBLAS packs the input straight from the source.  Measured (one thread, batch 64,
+    median of 30, forward only): CIFAR 32->32 3x3 at 32x32 16.7 -> 12.0 ms, 64->64 at
+    16x16 12.2 -> 9.2 ms, 32->64 at 16x16 5.9 -> 5.4 ms, 64->128 at 8x8 5.1 -> 5.0 ms;
+    but a 16-channel 5x5 (cnn2's conv2) 1.2 -> 1.5 ms and 6 channels break even: each GEMM
+    sums over only C values.  Hence ``DIRECT_MIN_CHANNELS``.
+    """
+    o, c, kh, kw = weight.shape
+    _, hp, wp, n = xc.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    pitch, size = wp * n, xc.itemsize
+    rows = _direct_rows(c, kh, oh, pitch, size)
+    wt = _scratch(workspace, "direct_w", (kh, kw, o, c), weight.dtype)
+    np.copyto(wt, weight.transpose(2, 3, 0, 1))
+    buf = _scratch(workspace, "direct_y", (o, rows, wp, n), xc.dtype)
+    y = np.empty((o, oh, ow, n), dtype=xc.dtype)
+    x_at, w_at, buf_at = xc.ctypes.data, wt.ctypes.data, buf.ctypes.data
+    for r0 in range(0, oh, rows):
+        r1 = min(oh, r0 + rows)
+        span = (r1 - r0 - 1) * pitch + ow * n  # through the block's last valid output column
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            blas.gemm(xc.dtype, o, span, c, w_at + k * o * c * size, c,
+                      x_at + ((r0 + i) * pitch + j * n) * size, hp * pitch,
+                      buf_at, rows * pitch, 0.0 if k == 0 else 1.0)
+        valid = buf[:, :r1 - r0, :ow]
+        if bias is None:
+            np.copyto(y[:, r0:r1], valid)
+        else:
+            np.add(valid, bias[:, None, None, None], out=y[:, r0:r1])
+    return y
+
+
+def _direct_input_grad(gc, weight, xc, workspace):
+    """The padded CHWN dL/dx of ``_direct_forward``: col2im's scatter-add done by BLAS.
+
+    The output gradient is first copied into the forward's pitched layout, zeros in the
+    KW-1 extra columns of every row; then, in the same row blocks, every kernel position is
+    one GEMM dx_span(i, j) += W[:, :, i, j]^T (C x O) @ g_block (beta = 1), where
+    dx_span(i, j) is the same in-place span of the padded input that the forward read.  The
+    zero columns are exactly what lands where a span wraps into the next row.
+
+    Measured (one thread, batch 64, median of 50, input gradient only, against
+    ``_input_grad_full_conv``/``_input_grad_stride1``): CIFAR 32->32 3x3 at 32x32 16.8 ->
+    6.6 ms, 64->64 at 16x16 12.3 -> 5.7 ms.  The weight gradient stays on im2col blocks:
+    done the same way, as one (O x span) @ (span x C) GEMM per kernel position, it was
+    slower (32->32: 20 against 14 ms), since each of those GEMMs packs both of its large
+    operands for only O*C/(O+C) multiply-adds per packed value.
+    """
+    o, c, kh, kw = weight.shape
+    _, hp, wp, n = xc.shape
+    oh, ow = gc.shape[1], gc.shape[2]
+    pitch, size, dtype = wp * n, xc.itemsize, xc.dtype
+    rows = _direct_rows(c, kh, oh, pitch, size)
+    g = _scratch(workspace, "direct_g", (o, oh, wp, n), dtype, 0)  # the extra columns stay 0
+    np.copyto(g[:, :, :ow], gc)
+    wt = _scratch(workspace, "direct_wt", (kh, kw, c, o), dtype)
+    np.copyto(wt, weight.transpose(2, 3, 1, 0))
+    dx = np.zeros(xc.shape, dtype=dtype)
+    wt_at, g_at, dx_at = wt.ctypes.data, g.ctypes.data, dx.ctypes.data
+    for r0 in range(0, oh, rows):
+        span = (min(oh, r0 + rows) - r0 - 1) * pitch + ow * n
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            blas.gemm(dtype, c, span, o, wt_at + k * c * o * size, o, g_at + r0 * pitch * size, oh * pitch,
+                      dx_at + ((r0 + i) * pitch + j * n) * size, hp * pitch, 1.0)
+    return dx
 
 
 # Input channels from which a stride-1 conv's input gradient is a "full" convolution.
