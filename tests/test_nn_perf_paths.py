@@ -112,6 +112,7 @@ def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes,
     direct convolution (tested below) is off."""
     monkeypatch.setattr(kernels, "DIRECT_CONV", False)
     monkeypatch.setattr(kernels, "_COLS_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(kernels, "_NARROW_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(kernels, "_FULL_CONV_MIN_CHANNELS", 1 if full_conv else 1 << 30)
     n, c, h, w, o, k, stride, padding = case
     conv = nn.Conv2d(c, o, k, stride=stride, padding=padding, rng=RNG, dtype=dtype)

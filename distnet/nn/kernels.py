@@ -114,6 +114,24 @@ def window_slices(kh: int, kw: int, stride: int, oh: int, ow: int):
 # 1-process run by 1.6-3.2e-5 after 300 steps (1 MiB: 3.5e-7, before blocking: 1.0e-7),
 # beyond that test's tolerance; kept at 1 MiB until that is understood.
 _COLS_BLOCK_BYTES = 1 << 20
+# Narrow im2col matrices (fewer than _NARROW_ROWS rows: the first convs, C*KH*KW = 25 to
+# 150) go in blocks whose columns *and* GEMM output fit in _NARROW_BLOCK_BYTES.  Measured
+# per layer (one thread, batch 64, median of 20, forward / weight gradient, 1 MiB of
+# columns -> this): LeNet conv1 (1->6, 5x5) 0.64 / 0.70 -> 0.32 / 0.39 ms, cnn2 conv1
+# (1->16) 0.55 / 0.80 -> 0.43 / 0.55 ms, LeNet conv2 (6->16) 0.44 / 0.49 -> 0.38 / 0.56,
+# the CIFAR nets' first conv (3->32, 3x3) 1.96 / 2.56 -> 1.34 / 1.87 ms.  Beyond it each
+# of them falls off a cliff within a factor 1.5 (the GEMM's output block no longer stays
+# in cache beside its columns); wide matrices (cnn2's 400 rows, CIFAR's 288+) are 10-15%
+# slower with blocks this small, hence the two regimes.
+_NARROW_ROWS = 256
+_NARROW_BLOCK_BYTES = 256 << 10
+
+
+def _block_pixels(rows: int, out_rows: int, n: int, itemsize: int) -> int:
+    """Output pixels (each N columns) per im2col block: see the two budgets above."""
+    if rows < _NARROW_ROWS:
+        return max(1, _NARROW_BLOCK_BYTES // ((rows + out_rows) * max(n, 1) * itemsize))
+    return max(1, _COLS_BLOCK_BYTES // (rows * max(n, 1) * itemsize))
 
 
 def _pixel_blocks(oh: int, ow: int, pixels: int) -> list[tuple[int, int, int, int]]:
@@ -125,7 +143,7 @@ def _pixel_blocks(oh: int, ow: int, pixels: int) -> list[tuple[int, int, int, in
     return [(r, r + 1, w0, min(ow, w0 + pixels)) for r in range(oh) for w0 in range(0, ow, pixels)]
 
 
-def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
+def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None, out_rows: int = 0):
     """The im2col matrix of the padded CHWN input xc, one cache-sized block at a time.
 
     Yields (cols, start, stop): cols is the (C*KH*KW, stop - start) block of the matrix
@@ -155,7 +173,7 @@ def column_blocks(xc, kh: int, kw: int, stride: int, workspace=None):
     sc, sh, sw, sn = xc.strides
     win = as_strided(xc, (c, kh, kw, oh, ow, n), (sc, sh, sw, sh * stride, sw * stride, sn),
                      writeable=False)
-    pixels = min(max(1, _COLS_BLOCK_BYTES // (rows * max(n, 1) * xc.itemsize)), oh * ow)
+    pixels = min(_block_pixels(rows, out_rows, n, xc.itemsize), oh * ow)
     buf = _scratch(workspace, "cols", (rows * pixels * n,), xc.dtype)
     for r0, r1, w0, w1 in _pixel_blocks(oh, ow, pixels):
         m = (r1 - r0) * (w1 - w0) * n
@@ -180,7 +198,7 @@ def conv2d_forward(x, weight, bias, stride: int, padding, workspace=None):
         return to_nchw(_direct_forward(xc, weight, bias, workspace)), xc
     y = np.empty((o, oh * ow * n), dtype=np.result_type(x.dtype, weight.dtype))
     wmat = weight.reshape(o, c * kh * kw)
-    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace, o):
         np.matmul(wmat, cols, out=y[:, start:stop])
     if bias is not None:
         y += bias[:, None]
@@ -279,7 +297,7 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
     dwt = _scratch(workspace, "dwt", (c * kh * kw, o), np.result_type(g.dtype, xc.dtype))
     part = _scratch(workspace, "dwt_part", dwt.shape, dwt.dtype)
     dwt.fill(0)
-    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace):
+    for cols, start, stop in column_blocks(xc, kh, kw, stride, workspace, o):
         np.matmul(cols, g[:, start:stop].T, out=part)
         dwt += part
     weight_grad += dwt.T.reshape(weight_grad.shape)
