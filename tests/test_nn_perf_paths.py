@@ -173,6 +173,7 @@ def test_direct_conv_matches_reference_for_every_row_block(monkeypatch, block_by
         pytest.skip("no BLAS for the direct convolution here (see the test above)")
     monkeypatch.setattr(kernels, "_DIRECT_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(kernels, "DIRECT_MIN_CHANNELS", 1)  # the forward goes direct too
+    monkeypatch.setattr(kernels, "_DIRECT_INPUT_GRAD_MIN_TAPS", 1)  # and every input gradient
     n, c, h, w, o, k, padding = case
     conv = nn.Conv2d(c, o, k, padding=padding, rng=RNG, dtype=dtype)
     conv.bias.data[:] = RNG.standard_normal(o)
@@ -193,6 +194,20 @@ def test_direct_conv_matches_reference_for_every_row_block(monkeypatch, block_by
         np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
         np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
         assert dx.dtype == dtype and dx.shape == x.shape
+
+
+@pytest.mark.parametrize("c,o,k,direct", [(8, 8, 3, True), (8, 4, 3, True), (4, 8, 3, False), (4, 8, 5, True)])
+def test_input_gradient_path_follows_the_measured_rule(c, o, k, direct):
+    """Direct when the conv does not widen or has 25+ kernel positions, else the pitched
+    col2im (see kernels._direct_input_grad); both against the reference."""
+    if not kernels.blas.available(np.float64):
+        pytest.skip("no BLAS for the direct convolution here")
+    conv = nn.Conv2d(c, o, k, padding=1, rng=RNG, dtype=np.float64)
+    x = RNG.standard_normal((2, c, 7, 7))
+    g = RNG.standard_normal(conv(x).shape)
+    dx = conv.backward(g)
+    assert ("direct_g" in conv._workspace) == direct and ("dcols" in conv._workspace) == (not direct)
+    np.testing.assert_allclose(dx, conv_reference_grads(x, conv.weight.data, g, 1, 1)[0], rtol=1e-10, atol=1e-10)
 
 
 def test_direct_and_im2col_convs_agree_on_a_cifar_sized_layer(monkeypatch):

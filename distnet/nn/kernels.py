@@ -307,7 +307,7 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
         dxc = np.zeros(padded_shape, dtype=g.dtype)
-    elif _use_direct(xc, weight, stride):
+    elif _use_direct(xc, weight, stride) and (o <= c or kh * kw >= _DIRECT_INPUT_GRAD_MIN_TAPS):
         dxc = _direct_input_grad(gc, weight, xc, workspace)
     elif stride == 1 and o <= c and c >= _FULL_CONV_MIN_CHANNELS and padding < min(kh, kw):
         return _input_grad_full_conv(gc, weight, padding, workspace)
@@ -327,9 +327,11 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
 
 
 # Input channels from which a stride-1 conv's forward is computed directly (see
-# _direct_forward); its input gradient is, whatever the width (_direct_input_grad).
+# _direct_forward).  Its input gradient is (_direct_input_grad) unless the conv widens
+# (O > C) with a kernel of fewer than _DIRECT_INPUT_GRAD_MIN_TAPS positions: see there.
 # DIRECT_CONV = False keeps every conv on im2col (the tests compare the two).
 DIRECT_MIN_CHANNELS = 24
+_DIRECT_INPUT_GRAD_MIN_TAPS = 25
 DIRECT_CONV = True
 # Bytes of padded input rows one block of the direct convolution reads.  Measured as
 # 512 KiB, 1, 2 and 4 MiB (forward and input gradient, the CIFAR CNN's layers at batch 64):
@@ -364,8 +366,10 @@ def _direct_forward(xc, weight, bias, workspace):
     OpenBLAS packs the input straight from the source.  Measured (one thread, batch 64,
     median of 30, forward only): CIFAR 32->32 3x3 at 32x32 16.7 -> 12.0 ms, 64->64 at
     16x16 12.2 -> 9.2 ms, 32->64 at 16x16 5.9 -> 5.4 ms, 64->128 at 8x8 5.1 -> 5.0 ms;
-    but a 16-channel 5x5 (cnn2's conv2) 1.2 -> 1.5 ms and 6 channels break even: each GEMM
-    sums over only C values.  Hence ``DIRECT_MIN_CHANNELS``.
+    and at batch 256 (cifar-fast) 64->256 at 16x16 131 -> 124 ms, 256->256 at 8x8 114 ->
+    102 ms, 24->64 at 32x32 70 -> 68 ms; but a 16-channel 5x5 (cnn2's conv2) 1.2 -> 1.5 ms
+    and 6 channels break even: each GEMM sums over only C values.  Hence
+    ``DIRECT_MIN_CHANNELS``.
     """
     o, c, kh, kw = weight.shape
     _, hp, wp, n = xc.shape
@@ -402,9 +406,14 @@ def _direct_input_grad(gc, weight, xc, workspace):
     dx_span(i, j) is the same in-place span of the padded input that the forward read.  The
     zero columns are exactly what lands where a span wraps into the next row.
 
-    Measured (one thread, batch 64, median of 50, input gradient only, against
-    ``_input_grad_full_conv``/``_input_grad_stride1``): CIFAR 32->32 3x3 at 32x32 16.8 ->
-    6.6 ms, 64->64 at 16x16 12.3 -> 5.7 ms.  The weight gradient stays on im2col blocks:
+    Measured (one thread, median of 3-50, input gradient only; direct against
+    ``_input_grad_stride1``): at batch 64, CIFAR 32->32 3x3 at 32x32 13.6 against 22.3 ms,
+    64->64 at 16x16 9.6 / 14.0, cnn2's 16->32 5x5 2.1 / 2.3, LeNet's 6->16 5x5 0.50 /
+    0.71; cifar-fast's 256->256 at 8x8, batch 256, 132 / 152.  But where a 3x3 conv widens
+    the repacked output gradient is the larger operand, and the single GEMM of the pitched
+    col2im wins: 32->64 at 16x16 6.8 / 6.0, 24->64 at 32x32 20.4 / 17.4, 64->256 at 16x16
+    and batch 256 190 / 153 ms.  Hence the rule in ``conv2d_backward``: direct when O <= C
+    or the kernel has 25 positions or more.  The weight gradient stays on im2col blocks:
     done the same way, as one (O x span) @ (span x C) GEMM per kernel position, it was
     slower (32->32: 20 against 14 ms), since each of those GEMMs packs both of its large
     operands for only O*C/(O+C) multiply-adds per packed value.
