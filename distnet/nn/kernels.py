@@ -417,6 +417,13 @@ def _direct_input_grad(gc, weight, xc, workspace):
     done the same way, as one (O x span) @ (span x C) GEMM per kernel position, it was
     slower (32->32: 20 against 14 ms), since each of those GEMMs packs both of its large
     operands for only O*C/(O+C) multiply-adds per packed value.
+
+    Tried and not kept: one GEMM per kernel *row* (M = C*KW instead of C, so the output
+    gradient is repacked KH times instead of KH*KW) into a scratch of KW shifted copies,
+    folded back with KW adds.  cnn2's 16->32 5x5: 1.71 -> 1.47 ms (7 interleaved rounds),
+    but LeNet's 6->16 0.50 -> 0.67 ms and the CIFAR layers 5-30% slower; a third path for
+    3% of a cnn2 step.  The same fold for the forward was slower everywhere (32->32: 13.2
+    against 16.6-20.5 ms).
     """
     o, c, kh, kw = weight.shape
     _, hp, wp, n = xc.shape
