@@ -40,19 +40,44 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
         raise UserError(f"{name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
 
 
+def model_origin(model):
+    """What rebuilds ``model``: the spec it was built from (``model.origin``), or, for a
+    network built by hand from distnet's layers, its architecture (``nn.architecture``);
+    None when it holds a layer of the user's own, which only their code can rebuild."""
+    origin = getattr(model, "origin", None)
+    if origin is not None:
+        return origin
+    from .nn.architecture import describe
+    layers = describe(model)
+    return None if layers is None else {"spec": "Sequential", "args": {}, "architecture": layers}
+
+
+def input_units(train) -> dict:
+    """What the model's raw inputs are, so that ``distnet predict`` feeds it the same: image
+    datasets hand out pixel / 255 (``mean``/``std`` in those units); an ArrayDataset its
+    arrays' values as they are (``mean``/``std`` in the arrays' units), whose range tells
+    whether an image's pixels are 0..255 or 0..1 there."""
+    from .data.arrays import ArrayDataset
+    if not isinstance(train, ArrayDataset):
+        return {"inputs": "pixels/255"}
+    x = train.inputs
+    return {"inputs": "as given", "input_range": [float(x.min()), float(x.max())] if x.size else None}
+
+
 def run_meta(model, train, loss, dataset: str | None, output_shape) -> dict:
     """The checkpoint meta of contract B: what rebuilds the model and its input pipeline."""
     task = task_of(train)
     classes = getattr(train, "classes", None)
     mean, std = getattr(train, "mean", None), getattr(train, "std", None)
     return {
-        "model": getattr(model, "origin", None),
+        "model": model_origin(model),
         "input_shape": [int(d) for d in train.input_shape],
         "num_outputs": int(math.prod(output_shape)),
         "classes": [str(c) for c in classes] if task == "classification" and classes is not None else None,
         "mean": None if mean is None else [float(m) for m in mean],
         "std": None if std is None else [float(s) for s in std],
         "task": task,
+        **input_units(train),
         "loss": loss_name(loss),
         "dataset": dataset if dataset is not None else getattr(train, "name", None),
         "distnet_version": __version__,

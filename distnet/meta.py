@@ -44,7 +44,8 @@ def _check_meta(meta: dict, source: str) -> None:
         raise UserError(f"{source}: checkpoint meta lacks {', '.join(missing)}")
     model = meta["model"]
     if not isinstance(model, dict) or not isinstance(model.get("spec"), str):
-        raise UserError(f"{source}: checkpoint meta has no model spec")
+        raise UserError(f"{source}: checkpoint meta has no model spec: the model was built in Python "
+                        f"and the file does not describe it, so only that program can rebuild it")
     shape = meta["input_shape"]
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         raise UserError(f"{source}: checkpoint meta has a bad input_shape {shape!r}")
@@ -72,8 +73,12 @@ def rebuild(checkpoint: ckpt_io.Checkpoint, source: str):
     from .nn import build_model
 
     spec, args = meta["model"]["spec"], meta["model"].get("args") or {}
+    layers = meta["model"].get("architecture")
     try:
-        model = build_model(spec, tuple(meta["input_shape"]), meta["num_outputs"], seed=0, **args)
+        if layers is not None:
+            model = _from_architecture(layers, checkpoint)
+        else:
+            model = build_model(spec, tuple(meta["input_shape"]), meta["num_outputs"], seed=0, **args)
     except (ValueError, TypeError, ImportError) as exc:
         raise UserError(f"{source}: cannot rebuild model {spec!r}: {exc}") from None
     if checkpoint.params.size != model.flat_params.size:
@@ -90,6 +95,24 @@ def rebuild(checkpoint: ckpt_io.Checkpoint, source: str):
         own[...] = buffers
     model.eval()
     return model, meta
+
+
+def _from_architecture(layers, checkpoint: ckpt_io.Checkpoint):
+    """A hand-built network from its recorded architecture (``nn.architecture``), once its
+    size is known to match the checkpoint's weights (so a doctored description cannot make
+    us allocate more than the file holds)."""
+    from .nn import Sequential
+    from .nn.architecture import build, sizes
+
+    params, buffers = sizes(layers)
+    held = (checkpoint.params.size, np.asarray(checkpoint.buffers).size)
+    if (params, buffers) != held:
+        raise ValueError(f"its architecture has {params} parameters and {buffers} buffer values, "
+                         f"the file holds {held[0]} and {held[1]}")
+    model = build(layers)
+    if not isinstance(model, Sequential):
+        raise ValueError("its architecture is not a Sequential")
+    return model
 
 
 def load_trained(checkpoint_path):

@@ -66,7 +66,7 @@ class Trainer:
 
     def __init__(self, model, loss, optimizer, schedule, loader, comm, coordinator, *, test=None,
                  total_steps: int, seed: int = 0, task: str = "classification", deterministic=None,
-                 eval_batch_size: int = 1000, log_every: int = 50, tta_flip: bool = False,
+                 eval_batch_size: int = 100, log_every: int = 50, tta_flip: bool = False,
                  watchdog=None, settings: dict | None = None, meta: dict | None = None,
                  resume=None, checkpoint_dir=None):
         self.model, self.criterion, self.optimizer, self.schedule = model, loss, optimizer, schedule
@@ -105,9 +105,11 @@ class Trainer:
                 raise UserError(f"{source}: checkpoint was written with {key.replace('_', '-')}="
                                 f"{ckpt.config[key]!r}, this run has {self.settings[key]!r}")
         theirs, ours = ckpt.meta.get("model"), self.meta.get("model")
-        if theirs is not None and ours is not None and theirs != ours:
+        built_by_hand = "architecture" in (theirs or {}) and "architecture" in (ours or {})
+        if theirs is not None and ours is not None and theirs != ours and not built_by_hand:
             raise UserError(f"{source}: checkpoint was written by model {_origin(theirs)}, "
                             f"this run has {_origin(ours)}")
+        # hand-built models (no spec): their architectures, in the words of repr(model)
         theirs, ours = ckpt.config.get("architecture"), self.settings.get("architecture")
         if theirs is not None and ours is not None and theirs != ours:
             raise UserError(f"{source}: checkpoint was written by a model of another architecture "

@@ -223,7 +223,8 @@ def test_checkpoint_records_the_model_origin_and_pipeline(tmp_path):
     meta = ckpt_io.load(tmp_path / "latest.npz").meta
     assert meta == {"model": {"spec": "lenet5", "args": {}}, "input_shape": [1, 28, 28], "num_outputs": 10,
                     "classes": list("abcdefghij"), "mean": [127.5], "std": [63.75], "task": "classification",
-                    "loss": "cross-entropy", "dataset": "mine", "distnet_version": distnet.__version__}
+                    "loss": "cross-entropy", "dataset": "mine", "distnet_version": distnet.__version__,
+                    "inputs": "as given", "input_range": [float(x.min()), float(x.max())]}
     rebuilt = nn.build_model(meta["model"]["spec"], tuple(meta["input_shape"]), meta["num_outputs"], seed=0)
     assert rebuilt.flat_params.size == model.flat_params.size
 

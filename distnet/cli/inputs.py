@@ -14,7 +14,9 @@ Images are converted to what the model was trained on and every step is reported
   was made: the digit's bounding box scaled to fit 20x20 and placed in a 28x28 field with
   its centre of mass in the middle.  An image already of the model's size is left as it is.
 
-Arrays (``.npy``, IDX) are taken as pixels already: uint8 0-255, or floats in [0, 1].
+Arrays (``.npy``, IDX) are taken as pixels already: uint8 0-255, or floats in [0, 1]; for a
+model trained on arrays of the user's own (``ArrayDataset``, ``--dataset npz:``), whose inputs
+are not pixels, they are taken as they are (``as_given``).
 """
 from __future__ import annotations
 
@@ -33,11 +35,13 @@ _PNG, _JPEG, _NPY = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY"
 
 @dataclass
 class Sample:
-    """One model input from a file: uint8 pixels (C, H, W) and what was done to get them."""
+    """One model input from a file: uint8 pixels (C, H, W) and what was done to get them
+    (or, from an array read ``as_given``, its values, with ``image`` False)."""
     file: str
     index: int | None  # position inside a file holding several samples, else None
     pixels: np.ndarray
     conversion: str
+    image: bool = True
 
 
 def sniff(path: Path) -> str:
@@ -62,8 +66,9 @@ def sniff(path: Path) -> str:
     raise UserError(f"{path}: not an image: expected a PNG or JPEG image, a .npy array or an IDX file")
 
 
-def read_samples(path, input_shape, dark_background: bool) -> list[Sample]:
-    """Every model input that ``path`` holds (one for an image, N for an array of N)."""
+def read_samples(path, input_shape, dark_background: bool, as_given: bool = False) -> list[Sample]:
+    """Every model input that ``path`` holds (one for an image, N for an array of N); with
+    ``as_given`` an array's values are kept as they are instead of read as pixels."""
     path = Path(path)
     kind = sniff(path)
     if kind in ("png", "jpeg"):
@@ -80,7 +85,7 @@ def read_samples(path, input_shape, dark_background: bool) -> list[Sample]:
     else:
         from ..data.idx import read_idx
         array = read_idx(path)
-    return _from_array(path, array, input_shape, kind)
+    return _from_array(path, array, input_shape, kind, as_given)
 
 
 # --- arrays --------------------------------------------------------------------------------
@@ -98,7 +103,7 @@ def _as_pixels(path: Path, array: np.ndarray) -> np.ndarray:
     raise UserError(f"{path}: array of {array.dtype} is not pixels (expected uint8 or float)")
 
 
-def _from_array(path: Path, array: np.ndarray, input_shape, kind: str) -> list[Sample]:
+def _from_array(path: Path, array: np.ndarray, input_shape, kind: str, as_given: bool = False) -> list[Sample]:
     shape = tuple(input_shape)
     c = shape[0]
     if array.shape == shape or (c == 1 and array.shape == shape[1:]):
@@ -109,11 +114,15 @@ def _from_array(path: Path, array: np.ndarray, input_shape, kind: str) -> list[S
         want = "x".join(map(str, shape))
         raise UserError(f"{path}: array of shape {'x'.join(map(str, array.shape))} does not fit the "
                         f"model's input {want} (or N x {want})")
-    batch = _as_pixels(path, batch)
+    if not as_given:
+        batch = _as_pixels(path, batch)
+    elif not (np.issubdtype(batch.dtype, np.integer) or np.issubdtype(batch.dtype, np.floating)) \
+            or (batch.dtype.kind == "f" and not np.all(np.isfinite(batch))):
+        raise UserError(f"{path}: array of {batch.dtype} is not finite numbers")
     name = "IDX" if kind == "idx" else ".npy"
     several = len(batch) != 1 or array.ndim > len(shape) or (c == 1 and array.ndim == 3 and array.shape != shape)
     return [Sample(str(path), i if several else None, np.ascontiguousarray(batch[i]),
-                   f"{name} array used as it is") for i in range(len(batch))]
+                   f"{name} array used as it is", image=False) for i in range(len(batch))]
 
 
 # --- images --------------------------------------------------------------------------------
