@@ -34,25 +34,22 @@ def softmax(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def pixel_scale(meta, source) -> float:
-    """The factor that turns 0..255 pixels into the units of the model's raw inputs: 1/255
-    for image datasets; for a model trained on arrays as given, 1/255 when those arrays lay
-    in [0, 1], 1 when they lay in [0, 255] (uint8 images, say).  Other arrays are not
-    images, and an image is refused for them."""
+def pixel_scale(meta):
+    """The factor that turns 0..255 pixels into the units of the model's raw inputs, or None
+    when those inputs are not images.  1/255 for image datasets; for a model trained on
+    arrays as given, 1/255 when those arrays lay in [0, 1], 1 when they lay in [0, 255]
+    (uint8 images, say)."""
     if meta.get("inputs", "pixels/255") == "pixels/255":
         return 1.0 / 255.0
     low, high = meta.get("input_range") or (None, None)
-    if low is not None and low >= 0 and high <= 1:
-        return 1.0 / 255.0
-    if low is not None and low >= 0 and high <= 255:
-        return 1.0
-    trained = "arrays of unknown range" if low is None else f"arrays in [{low:g}, {high:g}]"
-    raise UserError(f"{source}: the model was trained on {trained}, not images; give it .npy arrays")
+    if low is None or low < 0 or high > 255:
+        return None
+    return 1.0 / 255.0 if high <= 1 else 1.0
 
 
-def normalise(samples, meta, source):
+def normalise(samples, meta, scale):
     """Samples (C, H, W) -> the float32 (N, C, H, W) input the model was trained on: images
-    scaled to the training inputs' units, arrays read as given left as they are, then
+    times ``scale`` (``pixel_scale``), arrays read as given left as they are, then
     ``(x - mean) / std`` with the training data's mean and std (none: left as it is)."""
     import numpy as np
 
@@ -61,19 +58,13 @@ def normalise(samples, meta, source):
     for i, sample in enumerate(samples):
         x[i] = sample.pixels
         if sample.image:
-            x[i] *= np.float32(pixel_scale(meta, sample.file))
+            x[i] *= np.float32(scale)
     c = shape[0]
     if meta.get("mean") is not None:
         x -= np.asarray(meta["mean"], np.float32).reshape(1, c, 1, 1)
     if meta.get("std") is not None:
         x /= np.asarray(meta["std"], np.float32).reshape(1, c, 1, 1)
     return x
-
-
-def _pixels_per_unit(meta) -> float:
-    """1 for [0, 1] inputs, 1/255 for 0..255 ones: the mean in units of a full-scale pixel."""
-    high = (meta.get("input_range") or [0, 1])[1] if meta.get("inputs") == "as given" else 1
-    return 1.0 / 255.0 if high > 1 else 1.0
 
 
 def predict_files(checkpoint, files, top_k: int = 3, batch_size: int = 1000) -> list[dict]:
@@ -90,13 +81,21 @@ def predict_files(checkpoint, files, top_k: int = 3, batch_size: int = 1000) -> 
     if len(shape) != 3:
         raise UserError(f"{checkpoint}: the model takes {len(shape)}-d input, not images")
     as_given = meta.get("inputs", "pixels/255") != "pixels/255"
-    # light-on-dark training data (MNIST, Fashion-MNIST) means dark-on-light inputs get inverted
+    scale = pixel_scale(meta)
+    # light-on-dark training data (MNIST, Fashion-MNIST: mean pixel 0.13 of full scale) means
+    # dark-on-light inputs get inverted
     mean = meta.get("mean")
-    dark_background = mean is not None and len(mean) == 1 and mean[0] * _pixels_per_unit(meta) < 0.5
+    dark_background = (scale is not None and mean is not None and len(mean) == 1
+                       and mean[0] / (255.0 * scale) < 0.5)
     samples = [s for f in files for s in read_samples(f, shape, dark_background, as_given)]
+    image = next((s for s in samples if s.image), None)
+    if image is not None and scale is None:
+        low, high = meta.get("input_range") or (None, None)
+        trained = "arrays of unknown range" if low is None else f"arrays in [{low:g}, {high:g}]"
+        raise UserError(f"{image.file}: the model was trained on {trained}, not images; give it .npy arrays")
     classes = meta.get("classes") or list(range(meta["num_outputs"]))
     k = max(1, min(top_k, len(classes)))
-    probs = np.concatenate([softmax(model(normalise(samples[lo:lo + batch_size], meta, checkpoint)))
+    probs = np.concatenate([softmax(model(normalise(samples[lo:lo + batch_size], meta, scale)))
                             for lo in range(0, len(samples), batch_size)] or [np.zeros((0, len(classes)))])
     results = []
     for sample, p in zip(samples, probs):
