@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     from .process_tuning import keep_freed_memory
     keep_freed_memory()  # why: see process_tuning (the kernel zeroing each step's new pages)
     from .distributed import get_communicator
-    from .distributed.faults import fail, install_excepthook
+    from .distributed.faults import abort_job, fail, install_excepthook
     from .errors import UserError
 
     try:
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             cfg = parse_config(argv)
         except SystemExit as exc:  # argparse already printed usage and the error
             if comm.size > 1 and exc.code:
-                comm.abort(2)
+                abort_job(comm, 2)
             return int(exc.code or 0)
         started = time.monotonic()
         if cfg.run_dir and comm.rank == 0:
@@ -150,9 +150,9 @@ def main(argv=None) -> int:
     except OSError as exc:  # e.g. a checkpoint or metrics path we may not write
         fail(comm, UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
     except KeyboardInterrupt:
-        print("distnet: interrupted", file=sys.stderr)
+        print("distnet: interrupted", file=sys.stderr, flush=True)
         if comm.size > 1:
-            comm.abort(130)
+            abort_job(comm, 130)
         return 130
     return 1
 
