@@ -46,7 +46,8 @@ def abort_job(comm, code: int) -> None:
 
     mpirun stops forwarding a rank's output once MPI_Abort reaches it: the error line was
     lost in about 4 of 115 runs without the pause, in none of 40 with 0.3 s. The watchdog's
-    line, printed without it, was lost in CI on 2026-12-02 (empty stderr, exit 1)."""
+    line, printed without it, was lost in CI on 2026-12-02 (empty stderr, exit 1); 0.5 s
+    leaves room for a loaded machine (its test: 25/25 idle, 20/20 beside two CPU burners)."""
     time.sleep(0.5)
     comm.abort(code)
 
