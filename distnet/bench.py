@@ -30,16 +30,17 @@ import subprocess
 import sys
 import time
 
+from .cli._common import BLAS_THREAD_VARS as THREAD_VARS
+
 # one BLAS thread unless told otherwise, before NumPy loads: the --timeline/--ceiling jobs
 # train in this process (the throughput table's workers get their thread counts explicitly)
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+for _var in THREAD_VARS:
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32),
                 "cifar-resnet": (3, 32, 32), "cifar-fast": (3, 32, 32)}
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cpu_count() -> int:

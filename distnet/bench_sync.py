@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from .cli._common import BLAS_THREAD_VARS
+
 SHAPES = {"lenet5": (1, 28, 28), "cnn2": (1, 28, 28), "mlp": (3, 32, 32), "cifar-cnn": (3, 32, 32)}
 
 
@@ -140,7 +142,7 @@ def _job_command(args, extra=()):
 
 def _job_env():
     env = dict(os.environ)
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in BLAS_THREAD_VARS:
         env[var] = "1"
     for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "DISTNET_FORCE_MPI"):
         env.pop(var, None)  # the single jobs must not think they are ranks

@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli._common import Parser
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -89,16 +90,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is the one line ``distnet: error: ...`` and exit 2."""
-
-    def error(self, message):
-        self.exit(2, f"distnet: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = _Parser(
+    p = Parser(
         prog="python -m distnet.train",
         description="Train a NumPy CNN, on one process or data-parallel under mpirun "
                     "(e.g. mpirun -n 4 python -m distnet.train).",

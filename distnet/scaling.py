@@ -50,6 +50,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from .cli._common import Parser
+
 # --- what MPICH 5.0.2 selects ---------------------------------------------------------------
 SHORT_MSG_BYTES = 8          # MPIR JSON: "avg_msg_size<=8" -> recursive doubling
 IALLREDUCE_SHORT_MSG_BYTES = 2048  # MPIR JSON for iallreduce: "avg_msg_size<=2048"
@@ -543,15 +545,8 @@ def _forward_only(model_name: str, batch: int):
 
 
 # --- the command line -----------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line ``distnet: error: ...`` and exit 2 (as distnet.cli)."""
-
-    def error(self, message):
-        self.exit(2, f"distnet: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m distnet.bench --predict",
         description="Predict distnet's step time, images/s and efficiency on many nodes from an "
                     "alpha-beta-gamma model of MPICH's allreduce and the measured compute per step.")

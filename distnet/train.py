@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from .cli._common import BLAS_THREAD_VARS
+
 
 def _set_blas_threads(argv) -> None:
     """One BLAS thread per process unless ``--threads N`` says otherwise, set before NumPy
@@ -29,7 +31,7 @@ def _set_blas_threads(argv) -> None:
     explicit = threads is not None
     if not explicit or not threads.isdigit():
         threads = "1"  # a bad --threads value is reported by the argument parser
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in BLAS_THREAD_VARS:
         if explicit or var not in os.environ:
             os.environ[var] = threads
 

@@ -7,6 +7,8 @@ import os
 import sys
 
 EXIT_USER_ERROR = 2
+# The variables through which OpenBLAS, OpenMP and MKL builds of NumPy take a thread count.
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class Parser(argparse.ArgumentParser):
@@ -19,7 +21,7 @@ class Parser(argparse.ArgumentParser):
 def one_blas_thread() -> None:
     """Same default as training (see distnet.train): one BLAS thread per process, unless the
     environment says otherwise.  Only effective before NumPy is imported."""
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in BLAS_THREAD_VARS:
         os.environ.setdefault(var, "1")
 
 
