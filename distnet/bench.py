@@ -30,12 +30,11 @@ import subprocess
 import sys
 import time
 
-from .cli._common import BLAS_THREAD_VARS as THREAD_VARS
+from .cli._common import BLAS_THREAD_VARS, one_blas_thread
 
 # one BLAS thread unless told otherwise, before NumPy loads: the --timeline/--ceiling jobs
 # train in this process (the throughput table's workers get their thread counts explicitly)
-for _var in THREAD_VARS:
-    os.environ.setdefault(_var, "1")
+one_blas_thread()
 
 import numpy as np  # noqa: E402
 
@@ -160,7 +159,7 @@ def worker(args) -> None:
 def thread_env(setting: str) -> dict:
     env = dict(os.environ)
     n = str(cpu_count()) if setting == "all" else setting
-    for var in THREAD_VARS:
+    for var in BLAS_THREAD_VARS:
         env[var] = n
     # let the worker import this very copy of distnet, installed or not
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
