@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -68,25 +69,44 @@ def distnet_model(model_name, dtype=None, seed=0):
     return model
 
 
-def step_flops(model_name, batch_size):
-    """FLOPs of one training step of the conv and linear layers (see the module docstring)."""
+def layer_shapes(model_name):
+    """Each layer of the model with its per-image input and output shapes, (C, H, W) for
+    images and (features,) after Flatten, walked from ``input_shape``."""
     from distnet import nn
     from distnet.nn.kernels import output_size
-    c, h, w = input_shape(model_name)
-    flops = 0
-    first = True
+    shape = tuple(input_shape(model_name))
     for layer in distnet_model(model_name).layers:
-        macs = 0
+        before = shape
         if isinstance(layer, nn.Conv2d):
             (kh, kw), s, p = layer.kernel_size, layer.stride, layer.padding
-            h, w = output_size(h, kh, s, p), output_size(w, kw, s, p)
-            c = layer.out_channels
-            macs = layer.out_channels * layer.in_channels * kh * kw * h * w
+            shape = (layer.out_channels, output_size(shape[1], kh, s, p), output_size(shape[2], kw, s, p))
         elif isinstance(layer, nn.MaxPool2d):
             (kh, kw), s = layer.kernel_size, layer.stride
-            h, w = output_size(h, kh, s), output_size(w, kw, s)
+            shape = (shape[0], output_size(shape[1], kh, s), output_size(shape[2], kw, s))
+        elif isinstance(layer, nn.Flatten):
+            shape = (math.prod(shape),)
         elif isinstance(layer, nn.Linear):
-            macs = layer.in_features * layer.out_features
+            shape = (layer.out_features,)
+        yield layer, before, shape
+
+
+def layer_macs(layer, out_shape):
+    """Multiply-adds of one image through a conv or linear layer (0 for any other)."""
+    from distnet import nn
+    if isinstance(layer, nn.Conv2d):
+        (kh, kw) = layer.kernel_size
+        return layer.out_channels * layer.in_channels * kh * kw * out_shape[1] * out_shape[2]
+    if isinstance(layer, nn.Linear):
+        return layer.in_features * layer.out_features
+    return 0
+
+
+def step_flops(model_name, batch_size):
+    """FLOPs of one training step of the conv and linear layers (see the module docstring)."""
+    flops = 0
+    first = True
+    for layer, _, out_shape in layer_shapes(model_name):
+        macs = layer_macs(layer, out_shape)
         if macs:
             flops += 2 * macs * (2 if first else 3)  # forward, weight grad, input grad
             first = False

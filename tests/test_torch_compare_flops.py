@@ -1,5 +1,6 @@
 """benchmarks/torch_compare.py counts the FLOPs of a training step (its "fraction of peak"
-figure); the count is checked here against a hand count, without PyTorch."""
+figure) and benchmarks/conv_layers.py walks a model's conv layers; both are checked here
+against hand counts, without PyTorch."""
 import importlib.util
 from pathlib import Path
 
@@ -36,3 +37,16 @@ def test_nodrop_variant_drops_only_the_dropout_layers():
     np.testing.assert_array_equal(nodrop.flat_params, full.flat_params)  # same seed, same weights
     # the dropout layers carry no FLOPs: both names count the same
     assert tc.step_flops("cifar-cnn-nodrop", 8) == tc.step_flops("cifar-cnn", 8)
+
+
+def test_conv_layers_walks_each_conv_at_the_shape_the_model_gives_it():
+    """benchmarks/conv_layers.py times every Conv2d of a model alone; its cases (layer
+    index, input and output shapes, whether the input gradient is needed) by hand."""
+    spec = importlib.util.spec_from_file_location("conv_layers", SCRIPT.parent / "conv_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cases = [(index, before, after, input_grad) for index, _, before, after, input_grad in module.conv_cases("cnn2")]
+    assert cases == [(0, (1, 28, 28), (16, 24, 24), False), (3, (16, 12, 12), (32, 8, 8), True)]
+    lenet = [(before, after) for _, _, before, after, _ in module.conv_cases("lenet5")]
+    assert lenet == [((1, 28, 28), (6, 28, 28)), ((6, 14, 14), (16, 10, 10))]  # 'same' padding first
+    assert [i for i, *_ in module.conv_cases("cifar-cnn-nodrop")] == [0, 2, 5, 7, 10]
