@@ -29,7 +29,7 @@ if __name__ == "__main__":  # before NumPy loads its BLAS (not when a test impor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
-from torch_compare import layer_macs, layer_shapes, sgemm_rate  # noqa: E402
+from torch_compare import layer_macs, layer_shapes, model_names, sgemm_rate  # noqa: E402
 
 
 def conv_cases(model_name):
@@ -98,6 +98,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds per layer (default: %(default)s)")
     args = p.parse_args(argv)
+    models = model_names(args.models, "conv_layers")
     try:
         import torch
     except ImportError:
@@ -112,7 +113,7 @@ def main(argv=None):
             f"{'distnet GF/s':>12s} {'torch GF/s':>10s} {'torch/distnet':>13s}")
     print(head)
     print("-" * len(head))
-    for model in filter(None, args.models.split(",")):
+    for model in models:
         total = [0.0, 0.0]
         for index, layer, before, after, input_grad in conv_cases(model):
             ours_f, ours_fb, theirs_f, theirs_fb = compare_layer(layer, before, after, input_grad,
@@ -123,6 +124,9 @@ def main(argv=None):
             shape = f"{before[0]}->{after[0]} {layer.kernel_size[0]}x{layer.kernel_size[1]} @{before[1]}x{before[2]}"
             print(f"{model:18s} {index:5d} {shape:24s} {ours_f:9.2f} {ours_fb:7.2f} {theirs_f:8.2f} {theirs_fb:7.2f} "
                   f"{flops / ours_fb / 1e6:12.1f} {flops / theirs_fb / 1e6:10.1f} {theirs_fb / ours_fb:13.2f}")
+        if not total[0]:
+            print(f"{model:18s} (no conv layers)")
+            continue
         print(f"{model:18s} {'all':>5s} {'convs, F+B (ms)':24s} {'':9s} {total[0]:7.2f} {'':8s} {total[1]:7.2f} "
               f"{'':12s} {'':10s} {total[1] / total[0]:13.2f}")
     print("(F: forward; F+B: forward and backward, the input gradient included except for a "

@@ -58,6 +58,21 @@ def input_shape(model_name):
     return INPUT_SHAPES[model_name.removesuffix(NO_DROPOUT)]
 
 
+def model_names(text, program):
+    """The comma-separated model names of ``--models``; exits with one line on an unknown one."""
+    from distnet.bench import INPUT_SHAPES
+    names = [m for m in text.split(",") if m]
+    for name in names:
+        if name.removesuffix(NO_DROPOUT) not in INPUT_SHAPES:
+            raise SystemExit(f"{program}: unknown model {name!r}; choose from {', '.join(INPUT_SHAPES)} "
+                             f"(each also as NAME{NO_DROPOUT})")
+        try:
+            list(layer_shapes(name))
+        except TypeError as e:
+            raise SystemExit(f"{program}: model {name!r}: {e}")
+    return names
+
+
 def distnet_model(model_name, dtype=None, seed=0):
     """distnet's model; ``NAME-nodrop`` is NAME with its Dropout layers left out."""
     import numpy as np
@@ -87,6 +102,8 @@ def layer_shapes(model_name):
             shape = (math.prod(shape),)
         elif isinstance(layer, nn.Linear):
             shape = (layer.out_features,)
+        elif not isinstance(layer, (nn.ReLU, nn.Dropout)):
+            raise TypeError(f"no shape rule (and no PyTorch translation) for {type(layer).__name__}")
         yield layer, before, shape
 
 
@@ -309,7 +326,7 @@ def main(argv=None):
     if args.worker:
         worker(args.worker)
         return 0
-    models = [m for m in args.models.split(",") if m]
+    models = model_names(args.models, "torch_compare")
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
 
     procs, infos = {}, {}

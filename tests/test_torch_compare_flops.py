@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from distnet import nn
 
@@ -50,3 +51,12 @@ def test_conv_layers_walks_each_conv_at_the_shape_the_model_gives_it():
     lenet = [(before, after) for _, _, before, after, _ in module.conv_cases("lenet5")]
     assert lenet == [((1, 28, 28), (6, 28, 28)), ((6, 14, 14), (16, 10, 10))]  # 'same' padding first
     assert [i for i, *_ in module.conv_cases("cifar-cnn-nodrop")] == [0, 2, 5, 7, 10]
+
+
+def test_unknown_or_untranslatable_models_are_one_line_errors():
+    tc = load()
+    assert tc.model_names("lenet5,,cnn2-nodrop", "prog") == ["lenet5", "cnn2-nodrop"]
+    with pytest.raises(SystemExit, match=r"^prog: unknown model 'nope'; choose from lenet5, cnn2"):
+        tc.model_names("lenet5,nope", "prog")
+    with pytest.raises(SystemExit, match=r"^prog: model 'cifar-resnet': no shape rule .* for BatchNorm2d$"):
+        tc.model_names("cifar-resnet", "prog")
