@@ -22,8 +22,10 @@ import os
 import sys
 import time
 
+from distnet.cli._common import BLAS_THREAD_VARS  # does not load NumPy
+
 if __name__ == "__main__":  # before NumPy loads its BLAS (not when a test imports this file)
-    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _var in BLAS_THREAD_VARS:
         os.environ[_var] = "1"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

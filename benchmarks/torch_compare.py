@@ -46,7 +46,8 @@ import subprocess
 import sys
 import time
 
-THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+from distnet.cli._common import BLAS_THREAD_VARS as THREAD_VARS  # does not load NumPy
+
 TUNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 NO_DROPOUT = "-nodrop"
 
