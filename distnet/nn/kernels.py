@@ -370,6 +370,11 @@ def _direct_forward(xc, weight, bias, workspace):
     102 ms, 24->64 at 32x32 70 -> 68 ms; but a 16-channel 5x5 (cnn2's conv2) 1.2 -> 1.5 ms
     and 6 channels break even: each GEMM sums over only C values.  Hence
     ``DIRECT_MIN_CHANNELS``.
+
+    Tried and not kept: Winograd F(2x2, 3x3) for the 3x3 convs (``benchmarks/
+    winograd_trial.py``).  Its 16 GEMMs take ~0.4x of this forward, but its transforms, 44
+    NumPy passes per block of tile rows, cost 1.5-2.5x those GEMMs: the CIFAR CNN's
+    forwards ran at 0.78-1.04x of this one's speed at batch 64, the 3-channel first 0.37x.
     """
     o, c, kh, kw = weight.shape
     _, hp, wp, n = xc.shape
