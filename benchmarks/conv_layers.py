@@ -51,6 +51,16 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
+def interleaved_medians(cases, rounds):
+    """Median milliseconds of each function in ``cases``, all of them called once per round,
+    in turn, so that a slow phase of a shared machine hits them alike."""
+    times = [[] for _ in cases]
+    for _ in range(rounds):
+        for fn, seen in zip(cases, times):
+            seen.append(timed(fn))
+    return [float(np.median(seen)) * 1e3 for seen in times]
+
+
 def compare_layer(layer, in_shape, out_shape, input_grad, batch, rounds, rng):
     """Median ms of distnet F, distnet F+B, torch F, torch F+B for one conv layer."""
     import torch
@@ -87,11 +97,7 @@ def compare_layer(layer, in_shape, out_shape, input_grad, batch, rounds, rng):
     for fn in cases:  # warm-up: scratch buffers, oneDNN's primitive cache
         fn()
         fn()
-    times = [[] for _ in cases]
-    for _ in range(rounds):
-        for fn, seen in zip(cases, times):
-            seen.append(timed(fn))
-    return [float(np.median(seen)) * 1e3 for seen in times]
+    return interleaved_medians(cases, rounds)
 
 
 def main(argv=None):

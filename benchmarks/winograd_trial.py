@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from distnet.cli._common import BLAS_THREAD_VARS  # does not load NumPy
 
@@ -37,7 +36,7 @@ if __name__ == "__main__":  # before NumPy loads its BLAS (not when a test impor
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
-from conv_layers import conv_cases, timed  # noqa: E402
+from conv_layers import conv_cases, interleaved_medians  # noqa: E402
 from torch_compare import model_names, sgemm_rate  # noqa: E402
 
 # F(2x2, 3x3)'s weight transform (Lavin & Gray, 2015); B^T and A^T are written out as the
@@ -132,12 +131,7 @@ def compare_layer(layer, in_shape, batch, rows, rounds, rng):
         for _ in range(blocks):
             np.matmul(u, v_mat, out=m)
 
-    cases = (ours_forward, wino_forward, wino_gemms)
-    times = [[] for _ in cases]
-    for _ in range(rounds):
-        for fn, seen in zip(cases, times):
-            seen.append(timed(fn))
-    return [float(np.median(seen)) * 1e3 for seen in times] + [error]
+    return interleaved_medians((ours_forward, wino_forward, wino_gemms), rounds) + [error]
 
 
 def main(argv=None):
