@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
       f"x_train, y_train, x_test, y_test (default {d.dataset})")
     a("--data-dir", metavar="DIR", help="directory holding the dataset's files (default: $DISTNET_DATA, "
       "else a cache directory; MNIST falls back to the copy inside the package)")
-    a("--model", help=f"lenet5, cnn2, mlp, cifar-cnn, or your own: path/to/file.py:function or "
+    a("--model", help=f"lenet5, cnn2, mlp, cifar-cnn, cifar-resnet, cifar-fast, or your own: path/to/file.py:function or "
       f"package.module:function, a function (input_shape, num_classes) -> Sequential (default {d.model})")
     a("--loss", choices=LOSSES, help=f"cross-entropy (integer labels) or mse (float targets, regression; "
       f"reports the test loss instead of accuracy) (default {d.loss})")
@@ -252,6 +252,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("loss", f"must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
     if cfg.epochs < 1:
         bad("epochs", f"must be >= 1, got {cfg.epochs}")
+    if cfg.seed < 0:
+        bad("seed", f"must be >= 0, got {cfg.seed}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         bad("max-steps", f"must be >= 1, got {cfg.max_steps}")
     if cfg.batch_size < 1:

@@ -8,6 +8,8 @@ side of it.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +41,8 @@ class Coordinator:
         self._metrics = None
         self.progress = ProgressBar(total_steps, enabled=self.active and progress,
                                     steps_per_epoch=steps_per_epoch)
+        if self.active and checkpoint_dir:
+            _check_writable(checkpoint_dir)
         if self.active and metrics:
             try:
                 Path(metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -90,3 +94,15 @@ class Coordinator:
             if self._metrics is not None:
                 self._metrics.close()
 
+
+def _check_writable(directory) -> None:
+    """Create the checkpoint directory and write and remove one scratch file in it now, so
+    that a directory that cannot take checkpoints stops the run before its first step
+    instead of after its last."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".distnet-write-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{directory}: cannot write checkpoints there: {exc.strerror or exc}") from None

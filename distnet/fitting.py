@@ -149,7 +149,8 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_every", log_every),
                         ("eval_batch_size", eval_batch_size)):
         _positive(name, value)
-    for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints", keep_checkpoints)):
+    for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints", keep_checkpoints),
+                        ("seed", seed)):
         _positive(name, value, allow_zero=True)
     if max_steps is not None:
         _positive("max_steps", max_steps)
@@ -166,12 +167,18 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
     shift, image_augment = _augmentation(augment)
     if shift and len(train.input_shape) != 3:
         raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
+    if shift and shift >= min(train.input_shape[1:]):
+        raise UserError(f"an augment shift of {shift} pixels would move the "
+                        f"{train.input_shape[1]}x{train.input_shape[2]} images out of the frame")
     if len(train) == 0:
         raise UserError(f"{getattr(train, 'name', 'train')}: the training set is empty")
+    if test is not None and len(test) == 0:
+        raise UserError(f"{getattr(test, 'name', 'test')}: the test set is empty")
     if not hasattr(model, "flat_params"):
         raise UserError(f"model must be a distnet.nn.Sequential, got {type(model).__name__}")
     if isinstance(optimizer, DistributedOptimizer):
         optimizer = optimizer.optimizer
+    _check_optimizer_of(model, optimizer)
     output_shape = probe_outputs(model, train)
     check_targets(train, loss, output_shape)
     if test is not None:
@@ -214,6 +221,23 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
                     f"{len(test) if test is not None else 0} test), {comm.size} rank(s), "
                     f"global batch {batch_size}, {total_steps} steps")
     return trainer
+
+
+def _check_optimizer_of(model, optimizer) -> None:
+    """An optimizer built over another model's parameters would step those and leave
+    ``model`` as it is, a run that trains nothing without a word; refuse it.  Wrappers
+    (EMA, Lookahead) are looked through to the optimizer that holds the parameters."""
+    inner, wrappers = optimizer, 0
+    while not isinstance(getattr(inner, "params", None), list) and hasattr(inner, "optimizer") and wrappers < 8:
+        if getattr(inner, "model", model) is not model:
+            break
+        inner, wrappers = inner.optimizer, wrappers + 1
+    params = getattr(inner, "params", None)
+    own = {id(p) for p in model.parameters()}
+    if getattr(inner, "model", model) is not model or (
+            isinstance(params, list) and not all(id(p) in own for p in params)):
+        raise UserError("the optimizer was built over another model's parameters: build it over the "
+                        "model given to fit, e.g. optim.SGD(model, lr=0.01)")
 
 
 def _augmentation(augment):

@@ -100,6 +100,12 @@ def bad_input(args) -> str | None:
         return "-n: required (or --elastic with --hostfile)"
     if (args.nprocs is not None and args.nprocs < 1) or (args.max_restarts is not None and args.max_restarts < 0):
         return "-n must be >= 1 and --max-restarts >= 0"
+    # a missing hostfile would make mpirun run every rank here, a multi-host job quietly
+    # shrunk to one host (--elastic reads the file itself, before each start)
+    if args.hostfile and not args.elastic and not Path(args.hostfile).is_file():
+        return f"--hostfile: {args.hostfile}: no such file"
+    if args.mpirun and not shutil.which(args.mpirun):
+        return f"--mpirun: {args.mpirun}: not found or not executable"
     return None
 
 

@@ -54,17 +54,31 @@ def load_both_splits(cfg, comm, load_dataset):
     return result if result is not None else load()
 
 
+def _layout_hint(shape) -> str:
+    """A hint when (C, H, W) inputs look like (H, W, C) images (channels last)."""
+    if len(shape) == 3 and shape[2] in (1, 3) and shape[0] not in (1, 3):
+        return "; the inputs look channels-last (H, W, C): distnet wants (N, C, H, W) arrays"
+    return ""
+
+
 def fit_arguments(cfg, comm, train_set, test_set) -> dict:
     """Turn the configuration into objects (model, loss, optimizer, schedule, augmentation)
     and the keyword arguments of ``distnet.fit``."""
     import math
 
     from .data.augment import ImageAugment
+    from .errors import UserError
     from .nn import CrossEntropyLoss, MSELoss, build_model
     from .optim import Lookahead, WeightEMA, make_optimizer, make_schedule
     from .tasks import task_of
 
-    model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
+    try:
+        model = build_model(cfg.model, train_set.input_shape, train_set.num_classes, seed=cfg.seed)
+    except UserError:  # already one line (an unknown spec, a user's model function failing)
+        raise
+    except ValueError as exc:  # a built-in model's layers do not fit these inputs
+        raise UserError(f"--model {cfg.model} does not take {cfg.dataset}'s "
+                        f"{'x'.join(map(str, train_set.input_shape))} inputs: {exc}{_layout_hint(train_set.input_shape)}") from None
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                decay_exclude=cfg.weight_decay_exclude,
                                freeze="bn-scale" if cfg.freeze_bn_scale else None,

@@ -8,6 +8,7 @@ global batch 16, 10 epochs.
 with x_train, y_train, x_test, y_test instead.  --max-steps and --limit shorten the run.
 """
 import argparse
+import sys
 
 import numpy as np
 
@@ -22,11 +23,15 @@ parser.add_argument("--max-steps", type=int)
 parser.add_argument("--limit", type=int, help="use only the first LIMIT train and test images")
 args = parser.parse_args()
 
-if args.npz:
-    train, test = distnet.data.load_npz(args.npz)
-else:
-    train = distnet.data.load_dataset("cifar10", "train", data_dir=args.data_dir)
-    test = distnet.data.load_dataset("cifar10", "test", data_dir=args.data_dir)
+try:
+    if args.npz:
+        train, test = distnet.data.load_npz(args.npz)
+    else:
+        train = distnet.data.load_dataset("cifar10", "train", data_dir=args.data_dir)
+        test = distnet.data.load_dataset("cifar10", "test", data_dir=args.data_dir)
+except distnet.errors.UserError as exc:  # missing or damaged files: one line, exit 2
+    print(f"cifar10_mlp: error: {exc}", file=sys.stderr)
+    sys.exit(2)
 if args.limit:
     train, test = train.subset(np.arange(args.limit)), test.subset(np.arange(min(args.limit, len(test))))
 

@@ -149,6 +149,10 @@ def main() -> int:
     p.add_argument("--out", help="folder for the generated files (default: a temporary one)")
     p.add_argument("--figure", help="draw the font digits as the model sees them (PNG)")
     args = p.parse_args()
+    try:
+        import PIL  # noqa: F401  (it writes and reads the PNG files)
+    except ImportError:
+        sys.exit("predict_unseen: needs Pillow: pip install Pillow (or pip install -e '.[tools]')")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="distnet-unseen-"))
 
     mnist = mnist_pngs(args.checkpoint, args.images, out)

@@ -97,10 +97,11 @@ def starts_of(tmp_path, *argv, exit_code=3):
 
 
 def test_the_exact_mpirun_command_and_its_restarts(tmp_path, capsys, keep_signal_handlers):
-    ck = tmp_path / "ck"
-    code, lines = starts_of(tmp_path, "-n", "3", "--hostfile", "/h/file", "--mpi-arg=-launcher", "--mpi-arg=ssh",
+    ck, hostfile = tmp_path / "ck", tmp_path / "hosts"
+    hostfile.write_text("node0:2\nnode1:1\n")
+    code, lines = starts_of(tmp_path, "-n", "3", "--hostfile", str(hostfile), "--mpi-arg=-launcher", "--mpi-arg=ssh",
                             "--max-restarts", "1", "--", "--max-steps", "5", "--checkpoint-dir", str(ck))
-    job = f"-n 3 -f /h/file -launcher ssh {sys.executable} -m distnet.train --max-steps 5 --checkpoint-dir {ck}"
+    job = f"-n 3 -f {hostfile} -launcher ssh {sys.executable} -m distnet.train --max-steps 5 --checkpoint-dir {ck}"
     assert (code, lines) == (3, [job, job + " --resume"])
     err = capsys.readouterr().err
     assert "job failed (exit code 3); restart 1/1 with --resume from the last checkpoint" in err
