@@ -224,6 +224,8 @@ def _int(arrays, key: str) -> int:
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read and verify a checkpoint; any defect is a UserError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a checkpoint file; give the file, e.g. {path / 'latest.npz'}")
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:

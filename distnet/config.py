@@ -177,6 +177,11 @@ def _read_toml(path: str) -> dict:
     out = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
+        if name not in fields and name.startswith("no_") and name[3:] in fields:
+            # a flag that stores its negation (--no-download sets download = false)
+            if not isinstance(value, bool):
+                raise UserError(f"{path}: {key} must be true or false, got {value!r}")
+            name, value = name[3:], not value
         if name not in fields:
             raise UserError(f"{path}: unknown key {key!r}")
         out[name] = value
@@ -269,6 +274,14 @@ def validate(cfg: TrainConfig) -> None:
         bad("weight-decay", f"must be a finite number >= 0, got {cfg.weight_decay}")
     if not 0 <= cfg.momentum < 1:
         bad("momentum", f"must be in [0, 1), got {cfg.momentum}")
+    # a setting the run would ignore is refused, not dropped without a word (only when it
+    # differs from its default: a flag given its default value cannot be told apart)
+    if cfg.momentum != TrainConfig.momentum and cfg.optimizer not in ("momentum", "nesterov"):
+        bad("momentum", f"is used by --optimizer momentum and nesterov only, not {cfg.optimizer}")
+    if cfg.micro_batches and not cfg.deterministic:
+        bad("micro-batches", "splits the batch for --deterministic only; add --deterministic")
+    if cfg.micro_batches > cfg.batch_size:
+        bad("micro-batches", f"{cfg.micro_batches} micro-batches do not fit a batch of {cfg.batch_size}")
     if not (math.isfinite(cfg.bucket_mb) and cfg.bucket_mb > 0):
         bad("bucket-mb", f"must be a finite number of MiB > 0, got {cfg.bucket_mb}")
     for flag, value in (("checkpoint-every", cfg.checkpoint_every), ("warmup-steps", cfg.warmup_steps),

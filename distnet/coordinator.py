@@ -44,8 +44,11 @@ class Coordinator:
         if self.active and checkpoint_dir:
             _check_writable(checkpoint_dir)
         if self.active and metrics:
+            parent = Path(metrics).parent
+            if parent.exists() and not parent.is_dir():
+                raise UserError(f"{metrics}: cannot open the metrics file: {parent} is not a directory")
             try:
-                Path(metrics).parent.mkdir(parents=True, exist_ok=True)
+                parent.mkdir(parents=True, exist_ok=True)
                 self._metrics = open(metrics, "a", encoding="utf-8")
             except OSError as exc:
                 raise UserError(f"{metrics}: cannot open the metrics file: {exc.strerror}") from None

@@ -5,6 +5,7 @@ communication and the failure policy in distributed/, rank 0's duties in coordin
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -133,7 +134,11 @@ def main(argv=None) -> int:
         from .data import load_dataset
 
         try:
-            cfg = parse_config(argv)
+            if comm.rank == 0:
+                cfg = parse_config(argv)
+            else:  # every rank parses the same argv: one usage message, rank 0's, is enough
+                with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
+                    cfg = parse_config(argv)
         except SystemExit as exc:  # argparse already printed usage and the error
             if comm.size > 1 and exc.code:
                 abort_job(comm, 2)

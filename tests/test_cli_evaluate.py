@@ -250,3 +250,27 @@ def test_python_m_forms_run(trained):
     assert r.returncode == 0 and "CHECKPOINT" in r.stdout
     r = run_cli("distnet.predict", "--help")
     assert r.returncode == 0 and "--top-k" in r.stdout
+
+
+def test_a_model_trained_on_npz_arrays_is_scored_on_them(tmp_path):
+    """--dataset npz:PATH is a way to train, so evaluate takes it too (by default from the
+    checkpoint, normalised with the training statistics it recorded)."""
+    rng = np.random.default_rng(4)
+    x, y = rng.random((96, 1, 8, 8), dtype=np.float32), rng.integers(0, 3, 96)
+    x[np.arange(96), 0, 0, y] += 3.0  # learnable: the label is written into the first row
+    npz = tmp_path / "arrays.npz"
+    np.savez(npz, x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    ck = tmp_path / "ck"
+    r = run_train("--dataset", f"npz:{npz}", "--model", "mlp", "--max-steps", "20", "--batch-size", "16",
+                  "--checkpoint-dir", ck, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    trained_accuracy = r.stdout.strip().splitlines()[-1].split("accuracy ")[1].split("%")[0]
+    scored = json.loads(run_cli("distnet.evaluate", ck / "latest.npz", "--json").stdout)
+    assert scored["split"] == "test" and scored["samples"] == 32
+    assert f"{scored['accuracy'] * 100:.2f}" == trained_accuracy  # the same 32 test samples, the same score
+    train_split = json.loads(run_cli("distnet.evaluate", ck / "latest.npz", "--split", "train", "--json").stdout)
+    assert train_split["split"] == "train" and train_split["samples"] == 64
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=x[:, :, :4], y_train=y, x_test=x[:8, :, :4], y_test=y[:8])
+    assert_user_error(run_cli("distnet.evaluate", ck / "latest.npz", "--dataset", f"npz:{other}"),
+                      "checkpoint is mlp for 1x8x8 input", "1x4x8")

@@ -107,3 +107,57 @@ def test_launcher_refuses_a_missing_hostfile_or_mpirun(tmp_path, capsys):
     assert f"--hostfile: {tmp_path / 'nope'}: no such file" in capsys.readouterr().err
     assert launch.main(["-n", "2", "--mpirun", str(tmp_path / "mpirun"), "--", "--max-steps", "1"]) == 2
     assert "--mpirun:" in capsys.readouterr().err
+
+
+def test_toml_takes_the_negated_flag_names_readme_promises(tmp_path):
+    from distnet.config import parse_config
+    for text, download in (("no-download = true\n", False), ("no_download = false\n", True),
+                           ("download = false\n", False)):
+        (tmp_path / "run.toml").write_text(text)
+        assert parse_config(["--config", str(tmp_path / "run.toml")]).download is download, text
+    (tmp_path / "run.toml").write_text("no-download = 1\n")
+    with pytest.raises(UserError, match="no-download must be true or false"):
+        parse_config(["--config", str(tmp_path / "run.toml")])
+
+
+def test_a_checkpoint_directory_where_a_file_is_wanted_says_so(tmp_path):
+    from distnet import checkpoint
+    with pytest.raises(UserError, match=r"is a directory, not a checkpoint file; give the file, e\.g\. .*latest\.npz"):
+        checkpoint.load(tmp_path)
+
+
+def test_metrics_under_a_file_says_which_is_not_a_directory(tmp_path):
+    blocker = tmp_path / "data.npz"
+    blocker.write_text("x")
+    one_line_error(run_train(*QUICK, "--metrics", blocker / "m.jsonl"), f"{blocker} is not a directory")
+
+
+def test_a_cutout_as_large_as_the_images_is_refused():
+    one_line_error(run_train(*QUICK, "--augment-shift", "0", "--augment-cutout", "28"), "--augment-cutout 28")
+    assert run_train(*QUICK, "--augment-shift", "0", "--augment-cutout", "8").returncode == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--optimizer", "sgd", "--momentum", "0.5"], "--momentum: is used by --optimizer momentum and nesterov only"),
+    (["--optimizer", "adam", "--momentum", "0.8"], "not adam"),
+    (["--micro-batches", "4"], "--micro-batches: splits the batch for --deterministic only"),
+    (["--deterministic", "--micro-batches", "200", "--batch-size", "128"], "do not fit a batch of 128"),
+])
+def test_settings_the_run_would_ignore_are_refused(args, needle):
+    from distnet.config import parse_config
+    with pytest.raises(UserError, match=needle):
+        parse_config(["--dataset", "synthetic", *args])
+
+
+def test_the_settings_that_use_them_are_accepted():
+    from distnet.config import parse_config
+    assert parse_config(["--optimizer", "nesterov", "--momentum", "0.85"]).momentum == 0.85
+    assert parse_config(["--deterministic", "--micro-batches", "4"]).micro_batches == 4
+
+
+def test_predict_names_the_dtype_of_an_array_that_is_not_numbers(tmp_path):
+    from distnet.cli.inputs import read_samples
+    path = tmp_path / "words.npy"
+    np.save(path, np.array(["a", "b"]))
+    with pytest.raises(UserError, match=r"words\.npy: array of <U1 is not numbers"):
+        read_samples(path, (1, 28, 28), dark_background=True)

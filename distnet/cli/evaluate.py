@@ -140,19 +140,35 @@ def _prepare(args, ckpt):
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise UserError(f"{source}: checkpoint does not say which dataset it was trained on; pass --dataset")
-    data_dir = args.data_dir
-    if data_dir is None and dataset == ckpt.config.get("dataset"):
-        data_dir = ckpt.config.get("data_dir")  # where training found it
-    data = load_dataset(dataset, args.split, data_dir=data_dir, download=args.download)
+    if dataset.startswith("npz:"):  # the user's arrays, as --dataset npz:PATH trained on them
+        data = _npz_split(dataset[4:], args.split, meta)
+    else:
+        data_dir = args.data_dir
+        if data_dir is None and dataset == ckpt.config.get("dataset"):
+            data_dir = ckpt.config.get("data_dir")  # where training found it
+        data = load_dataset(dataset, args.split, data_dir=data_dir, download=args.download)
     if list(data.input_shape) != list(meta["input_shape"]) or data.num_classes != meta["num_outputs"]:
         raise UserError(f"{source}: checkpoint is {describe(meta)}, but {dataset} {args.split} has "
                         f"{shape_text(data.input_shape)} images in {data.num_classes} classes")
-    # The checkpoint's normalisation is the one the model was trained with.
-    std = meta.get("std") or [1.0] * len(meta["mean"])
-    data = Dataset(name=data.name, images=data.images, labels=data.labels, classes=data.classes,
-                   mean=tuple(meta["mean"]), std=tuple(std))
+    if not dataset.startswith("npz:"):
+        # The checkpoint's normalisation is the one the model was trained with.
+        std = meta.get("std") or [1.0] * len(meta["mean"])
+        data = Dataset(name=data.name, images=data.images, labels=data.labels, classes=data.classes,
+                       mean=tuple(meta["mean"]), std=tuple(std))
     classes = [str(c) for c in (meta.get("classes") or data.classes)]
     return model, meta, data, classes
+
+
+def _npz_split(path, split: str, meta: dict):
+    """One split of an .npz of the user's arrays, normalised as the checkpoint's training
+    was (its recorded mean and std, in the arrays' own units)."""
+    from ..data.arrays import ArrayDataset, load_npz
+
+    part = dict(zip(("train", "test"), load_npz(path)))[split]
+    if part.task != "classification":
+        raise UserError(f"{part.name}: float targets (regression); evaluate scores classifiers")
+    return ArrayDataset(part.inputs, part.targets, mean=meta.get("mean"), std=meta.get("std"),
+                        classes=meta.get("classes") or part.classes, name=part.name)
 
 
 def run(args, comm) -> dict:

@@ -106,6 +106,8 @@ def _as_pixels(path: Path, array: np.ndarray) -> np.ndarray:
 def _from_array(path: Path, array: np.ndarray, input_shape, kind: str, as_given: bool = False) -> list[Sample]:
     shape = tuple(input_shape)
     c = shape[0]
+    if array.dtype.kind not in "biuf":  # strings, dates, ...: not numbers, whatever their shape
+        raise UserError(f"{path}: array of {array.dtype} is not numbers (expected uint8 or float pixels)")
     if array.shape == shape or (c == 1 and array.shape == shape[1:]):
         batch = array.reshape((1,) + shape)
     elif array.shape[1:] == shape or (c == 1 and array.ndim == 3 and array.shape[1:] == shape[1:]):

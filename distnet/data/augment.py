@@ -160,6 +160,9 @@ class ImageAugment:
         if self.crop and self.crop_mode == "reflect" and self.crop >= min(h, w):
             raise UserError(f"--augment-crop {self.crop} with reflect padding needs images larger than "
                             f"{self.crop} pixels; these are {h}x{w}")
+        if self.cutout >= min(h, w):
+            raise UserError(f"--augment-cutout {self.cutout} would blank {h}x{w} images whole or nearly; "
+                            f"give a square smaller than the images")
 
     def __bool__(self) -> bool:
         return bool(self.crop or self.flip or self.cutout)
