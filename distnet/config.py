@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
       f"x_train, y_train, x_test, y_test (default {d.dataset})")
     a("--data-dir", metavar="DIR", help="directory holding the dataset's files (default: $DISTNET_DATA, "
       "else a cache directory; MNIST falls back to the copy inside the package)")
-    a("--model", help=f"lenet5, cnn2, mlp, cifar-cnn, cifar-resnet, cifar-fast, or your own: path/to/file.py:function or "
-      f"package.module:function, a function (input_shape, num_classes) -> Sequential (default {d.model})")
+    a("--model", help=f"lenet5, cnn2, mlp, cifar-cnn, cifar-resnet, cifar-fast, or your own: "
+      f"path/to/file.py:function or package.module:function, a function (input_shape, num_classes) "
+      f"-> Sequential (default {d.model})")
     a("--loss", choices=LOSSES, help=f"cross-entropy (integer labels) or mse (float targets, regression; "
       f"reports the test loss instead of accuracy) (default {d.loss})")
     a("--epochs", type=int, help=f"number of epochs (default {d.epochs})")

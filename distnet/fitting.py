@@ -226,18 +226,19 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
 def _check_optimizer_of(model, optimizer) -> None:
     """An optimizer built over another model's parameters would step those and leave
     ``model`` as it is, a run that trains nothing without a word; refuse it.  Wrappers
-    (EMA, Lookahead) are looked through to the optimizer that holds the parameters."""
-    inner, wrappers = optimizer, 0
-    while not isinstance(getattr(inner, "params", None), list) and hasattr(inner, "optimizer") and wrappers < 8:
-        if getattr(inner, "model", model) is not model:
-            break
-        inner, wrappers = inner.optimizer, wrappers + 1
-    params = getattr(inner, "params", None)
+    (EMA, Lookahead: ``.optimizer`` and ``.model``) are looked through to the optimizer
+    that holds the parameter list."""
     own = {id(p) for p in model.parameters()}
-    if getattr(inner, "model", model) is not model or (
-            isinstance(params, list) and not all(id(p) in own for p in params)):
-        raise UserError("the optimizer was built over another model's parameters: build it over the "
-                        "model given to fit, e.g. optim.SGD(model, lr=0.01)")
+    inner = optimizer
+    for _ in range(8):  # wrappers within wrappers, but never a loop
+        params = getattr(inner, "params", None)
+        if getattr(inner, "model", model) is not model or (
+                isinstance(params, list) and not all(id(p) in own for p in params)):
+            raise UserError("the optimizer was built over another model's parameters: build it over the "
+                            "model given to fit, e.g. optim.SGD(model, lr=0.01)")
+        if isinstance(params, list) or not hasattr(inner, "optimizer"):
+            return
+        inner = inner.optimizer
 
 
 def _augmentation(augment):

@@ -78,8 +78,9 @@ def fit_arguments(cfg, comm, train_set, test_set) -> dict:
     except UserError:  # already one line (an unknown spec, a user's model function failing)
         raise
     except ValueError as exc:  # a built-in model's layers do not fit these inputs
-        raise UserError(f"--model {cfg.model} does not take {cfg.dataset}'s "
-                        f"{'x'.join(map(str, train_set.input_shape))} inputs: {exc}{_layout_hint(train_set.input_shape)}") from None
+        shape = train_set.input_shape
+        raise UserError(f"--model {cfg.model} does not take {cfg.dataset}'s {'x'.join(map(str, shape))} "
+                        f"inputs: {exc}{_layout_hint(shape)}") from None
     optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                decay_exclude=cfg.weight_decay_exclude,
                                freeze="bn-scale" if cfg.freeze_bn_scale else None,
