@@ -26,7 +26,9 @@ of the contiguous runs each operation walks.  With the batch innermost:
 * a stride-1 conv needs no im2col at all: written with the input's row pitch, the pixels
   that kernel position (i, j) meets are one contiguous span per channel, so each kernel
   position is one BLAS GEMM reading the input in place and adding into the output
-  (``_direct_forward``, ``_direct_input_grad``; ``blas.py`` supplies the accumulating GEMM).
+  (``_direct_forward``, ``_direct_input_grad``; ``blas.py`` supplies the accumulating GEMM);
+* a stride-1 conv with 16+ channels on a small map goes through the DFT instead
+  (``fourier.py``; the rule and its measurements are ``_use_fourier``'s).
 
 Measured on LeNet-5, batch 64, one core: 2.4k images/s with the NHWC kernels, ~6k with
 these (see ``python -m distnet.bench``).  Against PyTorch: ``benchmarks/torch_compare.py``,
@@ -188,7 +190,8 @@ def conv2d_forward(x, weight, bias, stride: int, padding, workspace=None):
     One GEMM per im2col block (``column_blocks``), each writing its columns of y, or, for
     wide stride-1 convs, the direct convolution (``_direct_forward``).  The cache is the
     padded CHWN input, from which the backward rebuilds the blocks.  ``workspace`` (the
-    layer's dict) keeps the block buffer from step to step.
+    layer's dict) keeps the block buffer from step to step.  Where ``_use_fourier`` says
+    so, the conv goes through the DFT and the cache is a ``fourier.Spectrum``.
     """
     o, c, kh, kw = weight.shape
     xc = pad_chwn(x, padding)
