@@ -366,7 +366,7 @@ FOURIER_MIN_SAVING = 2.0
 def _use_fourier(xc, weight, stride: int) -> bool:
     """Measured on the AMD EPYC (Zen 4, OpenBLAS SkylakeX kernels), one thread, batch 64,
     forward + backward with the input gradient, ms, median of 25 interleaved rounds, the
-    paths of today against ``fourier``: cnn2's 16->32 5x5 at 12x12 6.38 -> 3.58 (the
+    direct and im2col paths against ``fourier``: cnn2's 16->32 5x5 at 12x12 6.38 -> 3.58 (the
     forward 1.79 -> 1.69, the backward 4.6 -> 1.9), the CIFAR CNN's 64->128 3x3 at 8x8
     (padded 10x10) 23.1 -> 18.6.  Not taken, because it loses: LeNet's 6->16 5x5 at 14x14
     2.29 -> 2.44 (six channels make each frequency's product too small to pay for the
