@@ -6,7 +6,7 @@ import pytest
 from distnet import nn
 from distnet.nn import fourier, kernels
 from test_nn_gradients import check_module
-from test_nn_perf_paths import conv_reference, conv_reference_grads
+from test_nn_perf_paths import conv_case, conv_reference, conv_reference_grads
 
 RNG = np.random.default_rng(11)
 
@@ -32,10 +32,7 @@ def fourier_everywhere(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fourier_conv_matches_the_einsum_loops(fourier_everywhere, case, dtype):
     """Forward, input, weight and bias gradients, twice (the plan is cached between)."""
-    n, c, h, w, o, k, padding = case
-    conv = nn.Conv2d(c, o, k, padding=padding, rng=RNG, dtype=dtype)
-    conv.bias.data[:] = RNG.standard_normal(o)
-    x = RNG.standard_normal((n, c, h, w)).astype(dtype)
+    conv, x, padding = conv_case(case, dtype)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
     for _ in range(2):
         y = conv(x)

@@ -150,6 +150,15 @@ def test_the_direct_convolution_finds_numpys_openblas():
     assert kernels.blas.available(np.float32) and kernels.blas.available(np.float64)
 
 
+def conv_case(case, dtype):
+    """(conv with a random bias, its random input, padding) for a case (N, C, H, W, O,
+    kernel, padding) of stride 1."""
+    n, c, h, w, o, k, padding = case
+    conv = nn.Conv2d(c, o, k, padding=padding, rng=RNG, dtype=dtype)
+    conv.bias.data[:] = RNG.standard_normal(o)
+    return conv, RNG.standard_normal((n, c, h, w)).astype(dtype), padding
+
+
 DIRECT_CASES = [
     # (N, C, H, W, O, kernel, padding): stride 1 only
     (3, 5, 7, 6, 3, 3, 1),
@@ -174,10 +183,8 @@ def test_direct_conv_matches_reference_for_every_row_block(monkeypatch, block_by
     monkeypatch.setattr(kernels, "_DIRECT_BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(kernels, "DIRECT_MIN_CHANNELS", 1)  # the forward goes direct too
     monkeypatch.setattr(kernels, "_DIRECT_INPUT_GRAD_MIN_TAPS", 1)  # and every input gradient
-    n, c, h, w, o, k, padding = case
-    conv = nn.Conv2d(c, o, k, padding=padding, rng=RNG, dtype=dtype)
-    conv.bias.data[:] = RNG.standard_normal(o)
-    x = RNG.standard_normal((n, c, h, w)).astype(dtype)
+    conv, x, padding = conv_case(case, dtype)
+    n, o = x.shape[0], conv.out_channels
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     for _ in range(2):
         y = conv(x)

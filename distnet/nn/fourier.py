@@ -138,9 +138,10 @@ def forward(xc, weight, bias):
     return y, Spectrum(x_spec, w_conj, xc.shape, plan)
 
 
-def backward(gc, weight, cache: Spectrum, weight_grad, bias_grad, need_input_grad: bool = True):
-    """Accumulate dW, db of ``forward`` from the CHWN output gradient gc; return the padded
-    CHWN input gradient, or None."""
+def backward(gc, weight, cache: Spectrum, weight_grad, need_input_grad: bool = True):
+    """Accumulate dW of ``forward`` from the CHWN output gradient gc; return the padded
+    CHWN input gradient, or None.  (The bias gradient is the caller's: the same for every
+    conv path, ``kernels.conv2d_backward`` computes it.)"""
     o, c, kh, kw = weight.shape
     _, h, w, n = cache.padded_shape
     plan = cache.plan
@@ -148,9 +149,6 @@ def backward(gc, weight, cache: Spectrum, weight_grad, bias_grad, need_input_gra
     dw_spec = np.matmul(g_conj, cache.x.transpose(0, 2, 1))  # (H*wf, O, C)
     taps = plan.kernel_inverse @ dw_spec.reshape(-1, o * c)  # (KH*KW, O*C)
     weight_grad += taps.real.T.reshape(o, c, kh, kw)
-    if bias_grad is not None:
-        g = gc.reshape(o, -1)
-        bias_grad += g @ np.ones(g.shape[1], dtype=g.dtype)  # gemv: 3x g.sum(1)
     if not need_input_grad:
         return None
     dx_conj = np.matmul(cache.w_conj.transpose(0, 2, 1), g_conj)  # (H*wf, C, N)

@@ -288,20 +288,18 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
 
     ``workspace`` (a dict the layer keeps) lets scratch buffers live across steps.
     """
+    o, c, kh, kw = weight.shape
+    gc = np.ascontiguousarray(to_chwn(grad_out))  # free when grad_out came from our layers
+    _, oh, ow, n = gc.shape
+    g = gc.reshape(o, oh * ow * n)
+    if bias_grad is not None:
+        bias_grad += g @ _scratch(workspace, "ones", g.shape[1:], g.dtype, 1)  # gemv: 3x g.sum(1)
     if isinstance(cache, fourier.Spectrum):  # the forward went through the DFT
-        gc = np.ascontiguousarray(to_chwn(grad_out))
-        dxc = fourier.backward(gc, weight, cache, weight_grad, bias_grad, need_input_grad)
-        if dxc is None:
-            return None
-        _, hp, wp, _ = dxc.shape
-        return to_nchw(dxc[:, padding:hp - padding, padding:wp - padding, :] if padding else dxc)
+        dxc = fourier.backward(gc, weight, cache, weight_grad, need_input_grad)
+        return None if dxc is None else _unpad(dxc, padding)
     xc = cache
     padded_shape = xc.shape
-    o, c, kh, kw = weight.shape
-    _, hp, wp, n = padded_shape
-    gc = np.ascontiguousarray(to_chwn(grad_out))  # free when grad_out came from our layers
-    oh, ow = gc.shape[1], gc.shape[2]
-    g = gc.reshape(o, oh * ow * n)
+    _, hp, wp, _ = padded_shape
     # dW[o, (c, kh, kw)] = sum over output pixels: exactly weight's (O, C, KH, KW) order.
     # Summed over the im2col blocks, each term computed transposed, cols @ g^T: OpenBLAS is
     # faster with the long inner dimension on that side.  Measured on the whole matrix (CPU
@@ -314,8 +312,6 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         np.matmul(cols, g[:, start:stop].T, out=part)
         dwt += part
     weight_grad += dwt.T.reshape(weight_grad.shape)
-    if bias_grad is not None:
-        bias_grad += g @ _scratch(workspace, "ones", g.shape[1:], g.dtype, 1)  # gemv: 3x g.sum(1)
     if not need_input_grad:
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
@@ -334,7 +330,13 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
             wk = weight.transpose(2, 3, 1, 0)  # (KH, KW, C, O)
             for i, j, si, sj in window_slices(kh, kw, stride, oh, ow):
                 dxc[:, si, sj, :] += (wk[i, j] @ g).reshape(c, oh, ow, n)
+    return _unpad(dxc, padding)
+
+
+def _unpad(dxc, padding: int):
+    """The gradient of the padded CHWN input -> that of the input itself, as an NCHW view."""
     if padding:
+        _, hp, wp, _ = dxc.shape
         dxc = dxc[:, padding:hp - padding, padding:wp - padding, :]
     return to_nchw(dxc)
 
