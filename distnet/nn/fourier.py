@@ -101,11 +101,11 @@ def _spectrum(a, plan: Plan, conjugate: bool = False):
     along_w = (plan.forward_w[:, :s] @ rows).reshape(2, wf, r, c * n)
     z = np.empty((r, wf, c * n), dtype=plan.forward_h.dtype)
     z.real = along_w[0].transpose(1, 0, 2)
-    z.imag = along_w[1].transpose(1, 0, 2)
-    if conjugate:
-        np.negative(z.imag, out=z.imag)
+    if conjugate:  # negated as it is copied, not in a second pass
+        np.negative(along_w[1].transpose(1, 0, 2), out=z.imag)
         fh = plan.forward_h[:, :r].conj()
     else:
+        z.imag = along_w[1].transpose(1, 0, 2)
         fh = plan.forward_h[:, :r]
     return (fh @ z.reshape(r, wf * c * n)).reshape(h * wf, c, n)
 
