@@ -285,6 +285,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("micro-batches", f"{cfg.micro_batches} micro-batches do not fit a batch of {cfg.batch_size}")
     if not (math.isfinite(cfg.bucket_mb) and cfg.bucket_mb > 0):
         bad("bucket-mb", f"must be a finite number of MiB > 0, got {cfg.bucket_mb}")
+    if cfg.bucket_mb != TrainConfig.bucket_mb and not cfg.overlap:
+        bad("bucket-mb", "sizes the buckets of --overlap only; add --overlap")
     for flag, value in (("checkpoint-every", cfg.checkpoint_every), ("warmup-steps", cfg.warmup_steps),
                         ("keep-checkpoints", cfg.keep_checkpoints), ("micro-batches", cfg.micro_batches),
                         ("augment-shift", cfg.augment_shift)):

@@ -120,3 +120,29 @@ def test_missing_file(tmp_path):
 def test_write_rejects_non_uint8(tmp_path):
     with pytest.raises(ValueError):
         write_idx(tmp_path / "x", np.zeros(3, dtype=np.float32))
+
+
+def test_a_flipped_bit_in_the_deflate_stream_is_reported_as_corrupt(tmp_path):
+    """A bit flipped inside the compressed data inflates to a different length or header as
+    often as to the wrong bytes; the message must name the real fault (the gzip CRC fails),
+    not its symptom ("trailing garbage", "unsupported IDX element type"); a flip that hides
+    the end-of-stream marker reads as a cut download, which gzip cannot tell apart from one.
+    Every 5th byte of
+    the real test-labels file's deflate data (after its 33-byte gzip header) is tried."""
+    good = (EMBEDDED / "t10k-labels-idx1-ubyte.gz").read_bytes()
+    expected = read_idx(EMBEDDED / "t10k-labels-idx1-ubyte.gz")
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    outcomes = set()
+    for pos in range(40, len(good) - 8, 5):
+        damaged = bytearray(good)
+        damaged[pos] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        try:
+            np.testing.assert_array_equal(read_idx(path, ndim=1), expected)  # a flip deflate ignores
+            outcomes.add("same data")
+        except UserError as exc:
+            message = str(exc)
+            assert message.startswith((f"{path}: corrupt gzip data: ", f"{path}: truncated gzip data")), message
+            assert "\n" not in message
+            outcomes.add(message.split(":")[-1].strip().split(" ")[0])
+    assert "CRC" in outcomes, outcomes

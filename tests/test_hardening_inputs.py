@@ -292,7 +292,8 @@ def test_non_finite_and_negative_numbers_are_refused(flag, value):
 
 
 def test_finite_values_at_the_edges_are_accepted():
-    cfg = parse_config(BASE + ["--lr", "1e-12", "--weight-decay", "0", "--bucket-mb", "0.001", "--timeout", "0.5"])
+    cfg = parse_config(BASE + ["--lr", "1e-12", "--weight-decay", "0", "--overlap", "--bucket-mb", "0.001",
+                                 "--timeout", "0.5"])
     assert (cfg.lr, cfg.weight_decay, cfg.bucket_mb, cfg.timeout) == (1e-12, 0.0, 0.001, 0.5)
 
 

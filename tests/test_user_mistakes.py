@@ -142,6 +142,7 @@ def test_a_cutout_as_large_as_the_images_is_refused():
     (["--optimizer", "adam", "--momentum", "0.8"], "not adam"),
     (["--micro-batches", "4"], "--micro-batches: splits the batch for --deterministic only"),
     (["--deterministic", "--micro-batches", "200", "--batch-size", "128"], "do not fit a batch of 128"),
+    (["--bucket-mb", "4"], "--bucket-mb: sizes the buckets of --overlap only; add --overlap"),
 ])
 def test_settings_the_run_would_ignore_are_refused(args, needle):
     from distnet.config import parse_config
@@ -153,6 +154,7 @@ def test_the_settings_that_use_them_are_accepted():
     from distnet.config import parse_config
     assert parse_config(["--optimizer", "nesterov", "--momentum", "0.85"]).momentum == 0.85
     assert parse_config(["--deterministic", "--micro-batches", "4"]).micro_batches == 4
+    assert parse_config(["--overlap", "--bucket-mb", "4"]).bucket_mb == 4
 
 
 def test_predict_names_the_dtype_of_an_array_that_is_not_numbers(tmp_path):

@@ -140,7 +140,8 @@ def _prepare(args, ckpt):
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise UserError(f"{source}: checkpoint does not say which dataset it was trained on; pass --dataset")
-    if dataset.startswith("npz:"):  # the user's arrays, as --dataset npz:PATH trained on them
+    users_arrays = dataset.startswith("npz:")  # --dataset npz:PATH, as training took them
+    if users_arrays:
         data = _npz_split(dataset[4:], args.split, meta)
     else:
         data_dir = args.data_dir
@@ -150,7 +151,7 @@ def _prepare(args, ckpt):
     if list(data.input_shape) != list(meta["input_shape"]) or data.num_classes != meta["num_outputs"]:
         raise UserError(f"{source}: checkpoint is {describe(meta)}, but {dataset} {args.split} has "
                         f"{shape_text(data.input_shape)} images in {data.num_classes} classes")
-    if not dataset.startswith("npz:"):
+    if not users_arrays:  # (after the check: a mean of the wrong length would not build)
         # The checkpoint's normalisation is the one the model was trained with.
         std = meta.get("std") or [1.0] * len(meta["mean"])
         data = Dataset(name=data.name, images=data.images, labels=data.labels, classes=data.classes,

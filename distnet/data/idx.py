@@ -113,6 +113,26 @@ def _read_stream(f, name: str, ndim: int | None, gzipped: bool, file_size: int) 
     return arr
 
 
+_MAX_DRAIN = 256 << 20
+
+
+def _drain(f) -> None:
+    """Read on (discarding) to the end of ``f``, at most ``_MAX_DRAIN`` bytes more.
+
+    Why: a bit flipped in a deflate stream can inflate to data of the wrong length or a
+    header that makes no sense, and the gzip CRC that proves the file corrupt is only
+    checked at the end of the member.  Draining lets that check speak ("corrupt gzip data:
+    CRC check failed") instead of the symptom ("trailing garbage").  A gzip bomb costs at
+    most the cap in inflating time, never memory.
+    """
+    left = _MAX_DRAIN
+    while left > 0:
+        chunk = f.read(min(64 << 10, left))  # small: a refused file costs no memory
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
 def read_idx(path, ndim: int | None = None) -> np.ndarray:
     """Read a (possibly gzipped) IDX file into a read-only uint8 array; UserError if invalid.
 
@@ -135,7 +155,11 @@ def read_idx(path, ndim: int | None = None) -> np.ndarray:
             if not gzipped:
                 return _read_stream(raw, str(path), ndim, False, size)
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                return _read_stream(f, str(path), ndim, True, size)
+                try:
+                    return _read_stream(f, str(path), ndim, True, size)
+                except UserError:
+                    _drain(f)  # a corrupt stream says so here, before its symptom is reported
+                    raise
         except EOFError:
             raise UserError(f"{path}: truncated gzip data (the download was probably cut short)") from None
         except UserError:
