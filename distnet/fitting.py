@@ -14,6 +14,7 @@ from .coordinator import Coordinator
 from .data.loader import GlobalBatchLoader
 from .distributed import DistributedOptimizer, init
 from .distributed.deterministic import DeterministicStep
+from .distributed.faults import agreed
 from .errors import UserError
 from .tasks import check_targets, loss_name, probe_outputs, resolve_loss, task_of
 from .nn import set_stat_reducer
@@ -145,52 +146,56 @@ def make_trainer(model, train, *, loss, optimizer, epochs: int = 1, batch_size: 
     """The Trainer ``fit`` runs, with its objects built and checked (fit's arguments; the
     command line's tests drive one step by step)."""
     comm = comm if comm is not None else init()
-    loss = resolve_loss(loss)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_every", log_every),
-                        ("eval_batch_size", eval_batch_size)):
-        _positive(name, value)
-    for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints", keep_checkpoints),
-                        ("seed", seed)):
-        _positive(name, value, allow_zero=True)
-    if max_steps is not None:
-        _positive("max_steps", max_steps)
-    if checkpoint_every and not checkpoint_dir:
-        raise UserError("checkpoint_every needs checkpoint_dir")
-    if resume is True or resume == "latest":
-        if not checkpoint_dir:
-            raise UserError("resume=True needs checkpoint_dir (or a checkpoint path: resume=PATH)")
-        resume = "latest"
-    if compress not in (None, "none", "fp16"):
-        raise UserError(f"compress must be one of none, fp16, got {compress!r}")
-    if compress not in (None, "none") and deterministic:
-        raise UserError("compress cannot be combined with deterministic: its rounding depends on the world size")
-    shift, image_augment = _augmentation(augment)
-    if shift and len(train.input_shape) != 3:
-        raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
-    if shift and shift >= min(train.input_shape[1:]):
-        raise UserError(f"an augment shift of {shift} pixels would move the "
-                        f"{train.input_shape[1]}x{train.input_shape[2]} images out of the frame")
-    if len(train) == 0:
-        raise UserError(f"{getattr(train, 'name', 'train')}: the training set is empty")
-    if test is not None and len(test) == 0:
-        raise UserError(f"{getattr(test, 'name', 'test')}: the test set is empty")
-    if not hasattr(model, "flat_params"):
-        raise UserError(f"model must be a distnet.nn.Sequential, got {type(model).__name__}")
-    if isinstance(optimizer, DistributedOptimizer):
-        optimizer = optimizer.optimizer
-    _check_optimizer_of(model, optimizer)
-    output_shape = probe_outputs(model, train)
-    check_targets(train, loss, output_shape)
-    if test is not None:
-        check_targets(test, loss, output_shape)
+    # Every rank checks the same arguments: a refusal on any rank ends all of them with one
+    # line (no MPI_Abort), since none has entered a collective yet.
+    with agreed(comm):
+        loss = resolve_loss(loss)
+        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("log_every", log_every),
+                            ("eval_batch_size", eval_batch_size)):
+            _positive(name, value)
+        for name, value in (("checkpoint_every", checkpoint_every), ("keep_checkpoints", keep_checkpoints),
+                            ("seed", seed)):
+            _positive(name, value, allow_zero=True)
+        if max_steps is not None:
+            _positive("max_steps", max_steps)
+        if checkpoint_every and not checkpoint_dir:
+            raise UserError("checkpoint_every needs checkpoint_dir")
+        if resume is True or resume == "latest":
+            if not checkpoint_dir:
+                raise UserError("resume=True needs checkpoint_dir (or a checkpoint path: resume=PATH)")
+            resume = "latest"
+        if compress not in (None, "none", "fp16"):
+            raise UserError(f"compress must be one of none, fp16, got {compress!r}")
+        if compress not in (None, "none") and deterministic:
+            raise UserError("compress cannot be combined with deterministic: its rounding depends on the world size")
+        shift, image_augment = _augmentation(augment)
+        if shift and len(train.input_shape) != 3:
+            raise UserError(f"augment shifts images (C, H, W); these inputs are {tuple(train.input_shape)}")
+        if shift and shift >= min(train.input_shape[1:]):
+            raise UserError(f"an augment shift of {shift} pixels would move the "
+                            f"{train.input_shape[1]}x{train.input_shape[2]} images out of the frame")
+        if len(train) == 0:
+            raise UserError(f"{getattr(train, 'name', 'train')}: the training set is empty")
+        if test is not None and len(test) == 0:
+            raise UserError(f"{getattr(test, 'name', 'test')}: the test set is empty")
+        if not hasattr(model, "flat_params"):
+            raise UserError(f"model must be a distnet.nn.Sequential, got {type(model).__name__}")
+        if isinstance(optimizer, DistributedOptimizer):
+            optimizer = optimizer.optimizer
+        _check_optimizer_of(model, optimizer)
+        output_shape = probe_outputs(model, train)
+        check_targets(train, loss, output_shape)
+        if test is not None:
+            check_targets(test, loss, output_shape)
 
-    loader = GlobalBatchLoader(train, batch_size, seed, comm.rank, comm.size, max_shift=shift, augment=image_augment)
-    steps_per_epoch = loader.steps_per_epoch
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, max_steps)
-    coordinator = Coordinator(comm.rank, steps_per_epoch, total_steps, eval_every=eval_every,
-                              checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
-                              keep_checkpoints=keep_checkpoints, metrics=metrics,
-                              progress=verbose if progress is None else bool(progress), verbose=verbose)
+        loader = GlobalBatchLoader(train, batch_size, seed, comm.rank, comm.size, max_shift=shift,
+                                   augment=image_augment)
+        steps_per_epoch = loader.steps_per_epoch
+        total_steps = epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, max_steps)
+        coordinator = Coordinator(comm.rank, steps_per_epoch, total_steps, eval_every=eval_every,
+                                  checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                                  keep_checkpoints=keep_checkpoints, metrics=metrics,
+                                  progress=verbose if progress is None else bool(progress), verbose=verbose)
     stepper = None
     if deterministic:
         # ghost batch norm: statistics per micro-batch, the same micro-batches for any world size

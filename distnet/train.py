@@ -48,11 +48,31 @@ def load_both_splits(cfg, comm, load_dataset):
         return (load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir, download=cfg.download),
                 load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir, download=cfg.download))
 
+    from .distributed.faults import agree
+    from .errors import UserError
+
+    def outcome(step):
+        try:
+            return step(), None
+        except UserError as exc:
+            return None, exc
+        except OSError as exc:
+            return None, _os_error(exc)
+
     if comm.size == 1:
         return load()
-    result = load() if comm.rank == 0 else None
-    comm.barrier()  # if rank 0 failed, its abort ends everyone waiting here
-    return result if result is not None else load()
+    result, failure = outcome(load) if comm.rank == 0 else (None, None)
+    agree(comm, failure)  # rank 0 failed: every rank ends with its one line
+    if comm.rank != 0:
+        result, failure = outcome(load)
+    agree(comm, failure)  # the data is missing on another node, say
+    return result
+
+
+def _os_error(exc: OSError):
+    """The UserError of an OSError the run met (a path it may not read or write)."""
+    from .errors import UserError
+    return UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc))
 
 
 def _layout_hint(shape) -> str:
@@ -121,7 +141,7 @@ def main(argv=None) -> int:
     from .process_tuning import keep_freed_memory
     keep_freed_memory()  # why: see process_tuning (the kernel zeroing each step's new pages)
     from .distributed import get_communicator
-    from .distributed.faults import abort_job, fail, install_excepthook
+    from .distributed.faults import abort_job, agree, fail, install_excepthook
     from .errors import UserError
 
     try:
@@ -134,16 +154,20 @@ def main(argv=None) -> int:
         from .config import parse_config
         from .data import load_dataset
 
+        cfg = failure = None
         try:
             if comm.rank == 0:
                 cfg = parse_config(argv)
             else:  # every rank parses the same argv: one usage message, rank 0's, is enough
                 with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):
                     cfg = parse_config(argv)
-        except SystemExit as exc:  # argparse already printed usage and the error
-            if comm.size > 1 and exc.code:
-                abort_job(comm, 2)
-            return int(exc.code or 0)
+        except SystemExit as exc:  # --help, or argparse printed the usage and the error
+            if not exc.code:
+                return 0
+            failure = exc
+        except UserError as exc:
+            failure = exc
+        agree(comm, failure)  # a flag one rank refuses (a --config file it lacks) ends all
         started = time.monotonic()
         if cfg.run_dir and comm.rank == 0:
             from . import rundir
@@ -170,7 +194,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         fail(comm, exc)
     except OSError as exc:  # e.g. a checkpoint or metrics path we may not write
-        fail(comm, UserError(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)))
+        fail(comm, _os_error(exc))
     except KeyboardInterrupt:
         print("distnet: interrupted", file=sys.stderr, flush=True)
         if comm.size > 1:

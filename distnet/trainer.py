@@ -22,7 +22,7 @@ from . import nn
 from .data.loader import shard_bounds
 from .distributed import broadcast_parameters
 from .distributed.checkpoint_broadcast import broadcast_resume_point
-from .distributed.faults import InjectedFault, injected_fault_step
+from .distributed.faults import InjectedFault, agreed, injected_fault_step
 from .errors import UserError
 from .evaluation import evaluate
 from .optim import evaluation_weights
@@ -145,13 +145,16 @@ class Trainer:
         if payload is None:
             return
         kind, value = payload
-        if kind == "error":
-            raise UserError(value)
+        if kind == "error":  # every rank got it: they leave together, rank 0 with the line
+            with agreed(self.comm):
+                if self.comm.rank == 0:
+                    raise UserError(value)
         if kind == "fresh":
             self.coordinator.say(f"distnet: no checkpoint at {value} yet; starting from scratch")
             return
         ckpt, source = value
-        self.restore(ckpt, source)
+        with agreed(self.comm):  # the same checkpoint and model everywhere: the same verdict
+            self.restore(ckpt, source)
         self.coordinator.say(f"distnet: resumed from {source} at step {self.step}")
 
     # --- numerics ------------------------------------------------------------------------

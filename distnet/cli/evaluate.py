@@ -183,6 +183,7 @@ def run(args, comm) -> dict:
     if args.batch_size < 1:  # every rank sees this one itself
         raise _SharedError(f"--batch-size: must be >= 1, got {args.batch_size}")
     from ..distributed.checkpoint_broadcast import broadcast_resume_point
+    from ..distributed.faults import agreed
 
     prepared = shared = None
     if comm.rank == 0:
@@ -196,8 +197,9 @@ def run(args, comm) -> dict:
     kind, value = broadcast_resume_point(comm, shared)
     if kind == "error":
         raise _SharedError(value)
-    if prepared is None:
-        prepared = _prepare(args, value[0])
+    with agreed(comm):  # a rank that cannot read the data ends every rank with its one line
+        if prepared is None:
+            prepared = _prepare(args, value[0])
     model, meta, data, classes = prepared
     start, stop = shard_bounds(len(data), comm.rank, comm.size)
     confusion, loss_sum = confusion_and_loss(model, data, start, stop, args.batch_size, args.tta_flip)
@@ -224,11 +226,13 @@ def main(argv=None) -> int:
     try:
         result = run(args, comm)
     except UserError as exc:
+        if getattr(exc, "distnet_agreed", None):
+            fail(comm, exc)  # every rank knows: the failing one says it, all exit
         if comm.size == 1 or comm.rank == 0:
             return report_user_error(exc)
         if isinstance(exc, _SharedError):
             return 2  # rank 0 says it
-        fail(comm, exc)  # only this rank saw it (e.g. it cannot read the data): end the job
+        fail(comm, exc)  # only this rank saw it: end the job
     if comm.rank != 0:
         return 0
     try:
