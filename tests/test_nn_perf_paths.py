@@ -16,6 +16,12 @@ from distnet.nn import kernels
 RNG = np.random.default_rng(7)
 
 
+@pytest.fixture(autouse=True)
+def no_hwcn(monkeypatch):
+    """These tests are of the direct and im2col paths: the HWCN one has its own file."""
+    monkeypatch.setattr(kernels, "HWCN_CONV", False)
+
+
 def conv_reference(x, w, b, stride, padding):
     """Direct cross-correlation with einsum over the (kh, kw) offsets, NCHW."""
     n, c, h, wd = x.shape

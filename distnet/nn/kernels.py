@@ -28,7 +28,13 @@ of the contiguous runs each operation walks.  With the batch innermost:
   position is one BLAS GEMM reading the input in place and adding into the output
   (``_direct_forward``, ``_direct_input_grad``; ``blas.py`` supplies the accumulating GEMM);
 * a stride-1 conv with 16+ channels on a small map goes through the DFT instead
-  (``fourier.py``; the rule and its measurements are ``_use_fourier``'s).
+  (``fourier.py``; the rule and its measurements are ``_use_fourier``'s);
+* any other stride-1 conv with 6+ input channels runs its forward, and its input gradient
+  as the full convolution of g, on an HWCN copy of its input (rows, columns, channels,
+  batch), where a kernel row meets one contiguous block per output pixel: stacked small
+  products, which OpenBLAS runs without packing (``_hwcn_forward``).  Its output is HWCN
+  memory behind the NCHW view; the layers after it take that as they take CHWN (ReLU
+  keeps the layout, pooling reads strided views, the next conv pads into HWCN again).
 
 Measured on LeNet-5, batch 64, one core: 2.4k images/s with the NHWC kernels, ~6k with
 these (see ``python -m distnet.bench``).  Against PyTorch: ``benchmarks/torch_compare.py``,
@@ -99,6 +105,20 @@ def pad_chwn(x: np.ndarray, padding) -> np.ndarray:
     out[:, ph:h + ph, :pw] = 0
     out[:, ph:h + ph, w + pw:] = 0
     out[:, ph:h + ph, pw:w + pw] = xc
+    return out
+
+
+def pad_hwcn(x: np.ndarray, padding) -> np.ndarray:
+    """NCHW view -> contiguous HWCN array (rows, columns, channels, batch) with H and W
+    zero-padded: the layout of ``_hwcn_forward``.  One copy; ``padding`` as in pad_chwn."""
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    n, c, h, w = x.shape
+    out = np.empty((h + 2 * ph, w + 2 * pw, c, n), dtype=x.dtype)
+    out[:ph] = 0
+    out[h + ph:] = 0
+    out[ph:h + ph, :pw] = 0
+    out[ph:h + ph, w + pw:] = 0
+    out[ph:h + ph, pw:w + pw] = x.transpose(2, 3, 1, 0)
     return out
 
 
@@ -194,6 +214,10 @@ def conv2d_forward(x, weight, bias, stride: int, padding, workspace=None):
     so, the conv goes through the DFT and the cache is a ``fourier.Spectrum``.
     """
     o, c, kh, kw = weight.shape
+    if _use_hwcn(x, weight, stride) and not _fourier_rule(x.shape[1:], padding, weight, stride):
+        xp = pad_hwcn(x, padding)
+        y = _hwcn_forward(xp, weight, bias, workspace)  # (OH, OW, O, N)
+        return y.transpose(3, 2, 0, 1), xp.transpose(2, 0, 1, 3)  # NCHW and CHWN views
     xc = pad_chwn(x, padding)
     _, hp, wp, n = xc.shape
     oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
@@ -316,6 +340,12 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
         dxc = np.zeros(padded_shape, dtype=g.dtype)
+    elif not xc.flags.c_contiguous and kh * kw >= _DIRECT_INPUT_GRAD_MIN_TAPS and blas.available(g.dtype):
+        dxc = _direct_input_grad(gc, weight, xc, workspace)  # reads only xc's shape
+    elif not xc.flags.c_contiguous and padding < min(kh, kw):
+        # the forward ran through _hwcn_forward (its cache is HWCN memory): dx does too, as
+        # the full convolution of g
+        return _input_grad_full_conv(gc, weight, padding, workspace)
     elif _use_direct(xc, weight, stride) and (o <= c or kh * kw >= _DIRECT_INPUT_GRAD_MIN_TAPS):
         dxc = _direct_input_grad(gc, weight, xc, workspace)
     elif stride == 1 and o <= c and c >= _FULL_CONV_MIN_CHANNELS and padding < min(kh, kw):
@@ -375,11 +405,17 @@ def _use_fourier(xc, weight, stride: int) -> bool:
     transforms), first convs of one channel 1.6 -> 9.8, 3x3 convs on 18x18 padded maps
     48.3 -> 47.6 (64->64, even) and 23.4 -> 25.5 (32->64), on 34x34 58 -> 92 (the dense
     DFT matrices cost O(H) per pixel, so large maps lose)."""
-    o, c, kh, kw = weight.shape
     _, h, w, n = xc.shape
-    if not (FOURIER_CONV and stride == 1 and n > 0 and c >= FOURIER_MIN_CHANNELS
-            and max(h, w) <= FOURIER_MAX_SIZE and xc.dtype == weight.dtype
-            and xc.dtype in (np.float32, np.float64)):
+    return (n > 0 and xc.dtype == weight.dtype and xc.dtype in (np.float32, np.float64)
+            and _fourier_rule((xc.shape[0], h, w), 0, weight, stride))
+
+
+def _fourier_rule(chw, padding, weight, stride: int) -> bool:
+    """``_use_fourier``'s test on the shape alone: (C, H, W) before ``padding``."""
+    o, c, kh, kw = weight.shape
+    ph, pw = (padding, padding) if np.isscalar(padding) else padding
+    h, w = chw[1] + 2 * ph, chw[2] + 2 * pw
+    if not (FOURIER_CONV and stride == 1 and c >= FOURIER_MIN_CHANNELS and max(h, w) <= FOURIER_MAX_SIZE):
         return False
     direct = kh * kw * (h - kh + 1) * (w - kw + 1)
     return direct >= FOURIER_MIN_SAVING * 4 * h * (w // 2 + 1)
@@ -387,7 +423,71 @@ def _use_fourier(xc, weight, stride: int) -> bool:
 
 def _use_direct(xc, weight, stride: int, min_channels: int = 0) -> bool:
     return (DIRECT_CONV and stride == 1 and weight.shape[1] >= min_channels and xc.shape[3] > 0
-            and xc.dtype == weight.dtype and blas.available(xc.dtype))
+            and xc.dtype == weight.dtype and xc.flags.c_contiguous and blas.available(xc.dtype))
+
+
+# Stride-1 convs with at least HWCN_MIN_CHANNELS input channels run their forward (and,
+# as the "full" convolution of the output gradient, their input gradient) through
+# ``_hwcn_forward``.  HWCN_CONV = False keeps every conv off it (the tests compare the paths).
+HWCN_CONV = True
+HWCN_MIN_CHANNELS = 6
+
+
+def _use_hwcn(x, weight, stride: int) -> bool:
+    """x is the NCHW input before padding."""
+    return (HWCN_CONV and stride == 1 and weight.shape[1] >= HWCN_MIN_CHANNELS and x.shape[0] > 0
+            and x.dtype == weight.dtype and x.dtype in (np.float32, np.float64))
+
+
+def _hwcn_forward(xp, weight, bias, workspace):
+    """y (OH, OW, O, N) = the stride-1 correlation of the padded HWCN input xp with weight.
+
+    In HWCN memory (rows, columns, channels, batch) the input a kernel row i meets at output
+    pixel (r, p) is one contiguous (KW*C, N) block: xp[r+i, p:p+KW], its KW columns of C
+    channels, each channel a run of N.  So kernel row i is one stacked product over all
+    output pixels, W_i (O, KW*C) @ block(r+i, p) -> y[r, p] (O, N), the blocks read in place
+    through a strided view (neighbouring pixels' blocks overlap), and the KH rows are summed.
+    Each product is small (O x KW*C x N: 32 x 96 x 64 for the CIFAR CNN's 32->32), and
+    OpenBLAS runs products that small without packing its operands, which is where the
+    large-GEMM paths lose (see ``_direct_forward``): the packing of a 32-row operand costs
+    about as much as its multiply-adds.
+
+    Measured on the Intel Xeon of 12-06, one thread, batch 64, forward with the padding copy,
+    ms, the paths before it (direct or im2col) -> this: the CIFAR CNN's 32->32 3x3 at 32x32
+    12.7 -> 9.9, 32->64 at 16x16 5.9 -> 4.5, 64->64 at 16x16 9.5 -> 9.6, 64->128 at 8x8
+    5.7 -> 5.1; LeNet's 6->16 5x5 at 14x14 0.39 -> 0.29, cnn2's 16->32 5x5 at 12x12 1.06 ->
+    0.73 (135-150 GFLOP/s, the core's sgemm peak being ~157-177).  First convs of 1 or 3
+    channels lose (0.27 -> 0.41, 1.33 -> 2.50: a block of KW*C = 5-9 rows is too short),
+    hence HWCN_MIN_CHANNELS.  Its weight gradient stays on im2col blocks, which read the
+    HWCN cache as fast as a CHWN one; the same stacked form for it (per-pixel (O, N) @
+    (N, KW*C) products, summed) was 1.2-2.5x slower.  The input gradient is the full
+    convolution of g through this forward (32->32: 15.8 -> 10.4 ms) except for kernels of
+    25+ taps, whose direct input gradient stays faster (LeNet's 6->16: 0.54 against 0.68).
+
+    Whole training steps, this path on against off (batch 64, CPU time, 9 interleaved
+    rounds): the CIFAR CNN 1.056x (0.94-1.14; per layer, 166 -> 150 ms summed, the pooling
+    after it faster too, its windows now runs of C*N), LeNet-5 0.99x and cnn2 1.01x, within
+    the noise (their second convs: LeNet's gains 0.1 ms of 4.4, cnn2's takes the DFT).
+    """
+    o, c, kh, kw = weight.shape
+    hp, wp, _, n = xp.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    wt = _scratch(workspace, "hwcn_w", (kh, o, kw, c), weight.dtype)
+    np.copyto(wt, weight.transpose(2, 0, 3, 1))
+    wt = wt.reshape(kh, o, kw * c)
+    sh, sw, sc, sn = xp.strides
+    y = np.empty((oh, ow, o, n), dtype=xp.dtype)
+    part = np.empty_like(y) if kh > 1 else None
+    for i in range(kh):
+        blocks = as_strided(xp[i:], (oh, ow, kw * c, n), (sh, sw, sc, sn), writeable=False)
+        if i == 0:
+            np.matmul(wt[0], blocks, out=y)
+        else:
+            np.matmul(wt[i], blocks, out=part)
+            y += part
+    if bias is not None:
+        y += bias[:, None]
+    return y
 
 
 def _direct_rows(c: int, kh: int, oh: int, pitch: int, itemsize: int) -> int:
