@@ -6,7 +6,7 @@ import pytest
 from distnet import nn
 from distnet.nn import fourier, kernels
 from test_nn_gradients import check_module
-from test_nn_perf_paths import conv_case, conv_reference, conv_reference_grads
+from test_nn_perf_paths import conv_case, conv_reference, conv_reference_grads, same_conv_both_ways
 
 RNG = np.random.default_rng(11)
 
@@ -107,12 +107,4 @@ def test_switching_the_dft_off_gives_the_same_conv(monkeypatch):
     conv = nn.Conv2d(16, 32, 5, rng=RNG)
     x = RNG.standard_normal((8, 16, 12, 12)).astype(np.float32)
     g = RNG.standard_normal((8, 32, 8, 8)).astype(np.float32)
-    results = []
-    for on in (True, False):
-        monkeypatch.setattr(kernels, "FOURIER_CONV", on)
-        y = conv(x).copy()
-        assert isinstance(conv._cache, fourier.Spectrum) == on
-        conv.zero_grad()
-        results.append((y, conv.backward(g).copy(), conv.weight.grad.copy(), conv.bias.grad.copy()))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+    same_conv_both_ways(monkeypatch, conv, x, g, "FOURIER_CONV", lambda c: isinstance(c._cache, fourier.Spectrum), 1e-5)

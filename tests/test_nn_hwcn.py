@@ -8,7 +8,8 @@ import pytest
 from distnet import nn
 from distnet.nn import fourier, kernels
 from test_nn_gradients import check_module
-from test_nn_perf_paths import conv_case, conv_reference, conv_reference_grads
+from test_nn_perf_paths import (check_conv_backward, conv_case, conv_reference, conv_reference_grads,
+                                 same_conv_both_ways)
 
 RNG = np.random.default_rng(13)
 
@@ -33,15 +34,7 @@ def test_hwcn_conv_matches_the_einsum_loops(case, dtype):
         assert "hwcn_w" in conv._workspace  # the path under test was taken
         assert y.dtype == dtype and y.transpose(2, 3, 1, 0).flags.c_contiguous  # HWCN memory
         np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, 1, padding), **tol)
-        g = RNG.standard_normal(y.shape).astype(dtype)
-        conv.zero_grad()
-        dx = conv.backward(g)
-        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
-                                                      g.astype(np.float64), 1, padding)
-        np.testing.assert_allclose(dx, ref_dx, **tol)
-        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
-        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
-        assert dx.dtype == dtype and dx.shape == x.shape
+        check_conv_backward(conv, x, RNG.standard_normal(y.shape).astype(dtype), 1, padding, tol)
 
 
 def test_the_input_gradient_goes_direct_from_25_taps_and_through_the_full_conv_below():
@@ -86,16 +79,7 @@ def test_switching_hwcn_off_gives_the_same_conv(monkeypatch):
     conv = nn.Conv2d(32, 32, 3, padding=1, rng=RNG)
     x = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
     g = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
-    results = []
-    for on in (True, False):
-        monkeypatch.setattr(kernels, "HWCN_CONV", on)
-        conv._workspace.clear()
-        y = conv(x).copy()
-        assert ("hwcn_w" in conv._workspace) == on
-        conv.zero_grad()
-        results.append((y, conv.backward(g).copy(), conv.weight.grad.copy(), conv.bias.grad.copy()))
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+    same_conv_both_ways(monkeypatch, conv, x, g, "HWCN_CONV", lambda c: "hwcn_w" in c._workspace, 1e-4)
 
 
 def test_empty_batches_and_other_dtypes_stay_off_it():

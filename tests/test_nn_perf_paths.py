@@ -129,15 +129,7 @@ def test_conv_is_the_same_for_every_im2col_block_split(monkeypatch, block_bytes,
         y = conv(x)
         assert y.dtype == dtype
         np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, stride, padding), **tol)
-        g = RNG.standard_normal(y.shape).astype(dtype)
-        conv.zero_grad()
-        dx = conv.backward(g)
-        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
-                                                      g.astype(np.float64), stride, padding)
-        np.testing.assert_allclose(dx, ref_dx, **tol)
-        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
-        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
-        assert dx.dtype == conv.weight.grad.dtype == dtype
+        check_conv_backward(conv, x, RNG.standard_normal(y.shape).astype(dtype), stride, padding, tol)
 
 
 def numpy_ships_openblas() -> bool:
@@ -154,6 +146,20 @@ def test_the_direct_convolution_finds_numpys_openblas():
     if not numpy_ships_openblas():
         pytest.skip("this NumPy is not built with OpenBLAS; the convs stay on im2col")
     assert kernels.blas.available(np.float32) and kernels.blas.available(np.float64)
+
+
+def check_conv_backward(conv, x, g, stride, padding, tol):
+    """conv.backward(g) after conv(x): the input, weight and bias gradients against the
+    einsum loops (in float64), to ``tol``; returns dx."""
+    conv.zero_grad()
+    dx = conv.backward(g)
+    ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
+                                                  g.astype(np.float64), stride, padding)
+    np.testing.assert_allclose(dx, ref_dx, **tol)
+    np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
+    np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
+    assert dx.dtype == conv.weight.grad.dtype == x.dtype and dx.shape == x.shape
+    return dx
 
 
 def conv_case(case, dtype):
@@ -197,16 +203,8 @@ def test_direct_conv_matches_reference_for_every_row_block(monkeypatch, block_by
         assert "direct_y" in conv._workspace  # the path under test was taken
         assert y.dtype == dtype and y.shape == (n, o) + conv_reference(x, conv.weight.data, None, 1, padding).shape[2:]
         np.testing.assert_allclose(y, conv_reference(x, conv.weight.data, conv.bias.data, 1, padding), **tol)
-        g = RNG.standard_normal(y.shape).astype(dtype)
-        conv.zero_grad()
-        dx = conv.backward(g)
+        check_conv_backward(conv, x, RNG.standard_normal(y.shape).astype(dtype), 1, padding, tol)
         assert "direct_g" in conv._workspace
-        ref_dx, ref_dw, ref_db = conv_reference_grads(x.astype(np.float64), conv.weight.data.astype(np.float64),
-                                                      g.astype(np.float64), 1, padding)
-        np.testing.assert_allclose(dx, ref_dx, **tol)
-        np.testing.assert_allclose(conv.weight.grad, ref_dw, **tol)
-        np.testing.assert_allclose(conv.bias.grad, ref_db, **tol)
-        assert dx.dtype == dtype and dx.shape == x.shape
 
 
 @pytest.mark.parametrize("c,o,k,direct", [(8, 8, 3, True), (8, 4, 3, True), (4, 8, 3, False), (4, 8, 5, True)])
@@ -231,16 +229,23 @@ def test_direct_and_im2col_convs_agree_on_a_cifar_sized_layer(monkeypatch):
     conv = nn.Conv2d(32, 32, 3, padding=1, rng=RNG)
     x = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
     g = RNG.standard_normal((8, 32, 16, 16)).astype(np.float32)
+    same_conv_both_ways(monkeypatch, conv, x, g, "DIRECT_CONV", lambda c: "direct_y" in c._workspace, 1e-4)
+
+
+def same_conv_both_ways(monkeypatch, conv, x, g, switch, took, rtol):
+    """Forward and backward of ``conv`` with ``kernels.<switch>`` on, then off; ``took(conv)``
+    says whether the path it switches ran.  Output, input, weight and bias gradients agree
+    to ``rtol`` (relative to each one's largest value)."""
     results = []
-    for direct in (True, False):
-        monkeypatch.setattr(kernels, "DIRECT_CONV", direct)
+    for on in (True, False):
+        monkeypatch.setattr(kernels, switch, on)
         conv._workspace.clear()
         y = conv(x).copy()
+        assert took(conv) == on
         conv.zero_grad()
         results.append((y, conv.backward(g).copy(), conv.weight.grad.copy(), conv.bias.grad.copy()))
-        assert ("direct_y" in conv._workspace) == direct
     for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
 def test_conv_workspace_never_aliases_results_and_follows_batch_size():
