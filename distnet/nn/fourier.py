@@ -18,9 +18,9 @@ Measured on the Intel Xeon of 12-06 (one thread, batch 64, median of 5 x 100), a
 of cnn2's 16->32 5x5 conv at 12x12: input 0.43 -> 0.31 ms, output gradient 0.56 -> 0.45;
 the CIFAR CNN's 64->128 at 8x8 (padded 10x10): 1.13 -> 0.81 and 1.73 -> 1.38; cnn2's whole
 training step 1.054x faster (0.98-1.20, 15 interleaved rounds, CPU time).  The same for the
-inverse (a stacked (cols, wf) @ (wf, N) product per channel and row) was no faster.  NumPy's FFT would
-do fewer operations but pays per transform: 1.7-2.9 ms for cnn2's 1024 12x12 inputs against
-0.42 ms for the two GEMMs.
+inverse (a stacked (cols, wf) @ (wf, N) product per channel and row) was no faster.  NumPy's
+FFT would do fewer operations but pays per transform: 1.7-2.9 ms for cnn2's 1024 12x12
+inputs against 0.42 ms for the two GEMMs.
 
 The correlation is circular over the padded HxW input; none of it wraps, because:
   * forward: y[p] = sum_i x[p+i] w[i] reads p+i <= (OH-1)+(KH-1) = H-1;

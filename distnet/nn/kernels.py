@@ -448,9 +448,8 @@ def _hwcn_forward(xp, weight, bias, workspace):
     output pixels, W_i (O, KW*C) @ block(r+i, p) -> y[r, p] (O, N), the blocks read in place
     through a strided view (neighbouring pixels' blocks overlap), and the KH rows are summed.
     Each product is small (O x KW*C x N: 32 x 96 x 64 for the CIFAR CNN's 32->32), and
-    OpenBLAS runs products that small without packing its operands, which is where the
-    large-GEMM paths lose (see ``_direct_forward``): the packing of a 32-row operand costs
-    about as much as its multiply-adds.
+    OpenBLAS runs products that small without packing its operands, where the large GEMMs
+    of ``_direct_forward`` repack their large operand for only O multiply-adds per value.
 
     Measured on the Intel Xeon of 12-06, one thread, batch 64, forward with the padding copy,
     ms, the paths before it (direct or im2col) -> this: the CIFAR CNN's 32->32 3x3 at 32x32
