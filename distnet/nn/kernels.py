@@ -99,13 +99,19 @@ def pad_chwn(x: np.ndarray, padding) -> np.ndarray:
         return np.ascontiguousarray(xc)
     c, h, w, n = xc.shape
     out = np.empty((c, h + 2 * ph, w + 2 * pw, n), dtype=x.dtype)
-    # zero only the border: the interior is overwritten just below
-    out[:, :ph] = 0
-    out[:, h + ph:] = 0
-    out[:, ph:h + ph, :pw] = 0
-    out[:, ph:h + ph, w + pw:] = 0
-    out[:, ph:h + ph, pw:w + pw] = xc
+    _fill_padded(out.transpose(1, 2, 0, 3), xc.transpose(1, 2, 0, 3), ph, pw)
     return out
+
+
+def _fill_padded(out, src, ph: int, pw: int) -> None:
+    """out (H + 2ph, W + 2pw, ...) = src (H, W, ...) with a zero border; H and W first in
+    both views.  Only the border is zeroed: the interior is overwritten."""
+    h, w = src.shape[:2]
+    out[:ph] = 0
+    out[h + ph:] = 0
+    out[ph:h + ph, :pw] = 0
+    out[ph:h + ph, w + pw:] = 0
+    out[ph:h + ph, pw:w + pw] = src
 
 
 def pad_hwcn(x: np.ndarray, padding) -> np.ndarray:
@@ -114,11 +120,7 @@ def pad_hwcn(x: np.ndarray, padding) -> np.ndarray:
     ph, pw = (padding, padding) if np.isscalar(padding) else padding
     n, c, h, w = x.shape
     out = np.empty((h + 2 * ph, w + 2 * pw, c, n), dtype=x.dtype)
-    out[:ph] = 0
-    out[h + ph:] = 0
-    out[ph:h + ph, :pw] = 0
-    out[ph:h + ph, w + pw:] = 0
-    out[ph:h + ph, pw:w + pw] = x.transpose(2, 3, 1, 0)
+    _fill_padded(out, x.transpose(2, 3, 1, 0), ph, pw)
     return out
 
 
@@ -322,6 +324,7 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         dxc = fourier.backward(gc, weight, cache, weight_grad, need_input_grad)
         return None if dxc is None else _unpad(dxc, padding)
     xc = cache
+    hwcn_cache = not xc.flags.c_contiguous  # only _hwcn_forward's cache is a strided view
     padded_shape = xc.shape
     _, hp, wp, _ = padded_shape
     # dW[o, (c, kh, kw)] = sum over output pixels: exactly weight's (O, C, KH, KW) order.
@@ -340,11 +343,9 @@ def conv2d_backward(grad_out, weight, cache, stride: int, padding: int,
         return None
     if n == 0:  # an empty batch (a rank's empty slice): nothing to scatter back
         dxc = np.zeros(padded_shape, dtype=g.dtype)
-    elif not xc.flags.c_contiguous and kh * kw >= _DIRECT_INPUT_GRAD_MIN_TAPS and blas.available(g.dtype):
-        dxc = _direct_input_grad(gc, weight, xc, workspace)  # reads only xc's shape
-    elif not xc.flags.c_contiguous and padding < min(kh, kw):
-        # the forward ran through _hwcn_forward (its cache is HWCN memory): dx does too, as
-        # the full convolution of g
+    elif hwcn_cache and kh * kw < _DIRECT_INPUT_GRAD_MIN_TAPS and padding < min(kh, kw):
+        # the forward ran through _hwcn_forward: dx does too, as the full convolution of g
+        # (kernels of 25+ taps keep the direct input gradient below)
         return _input_grad_full_conv(gc, weight, padding, workspace)
     elif _use_direct(xc, weight, stride) and (o <= c or kh * kw >= _DIRECT_INPUT_GRAD_MIN_TAPS):
         dxc = _direct_input_grad(gc, weight, xc, workspace)
@@ -423,7 +424,7 @@ def _fourier_rule(chw, padding, weight, stride: int) -> bool:
 
 def _use_direct(xc, weight, stride: int, min_channels: int = 0) -> bool:
     return (DIRECT_CONV and stride == 1 and weight.shape[1] >= min_channels and xc.shape[3] > 0
-            and xc.dtype == weight.dtype and xc.flags.c_contiguous and blas.available(xc.dtype))
+            and xc.dtype == weight.dtype and blas.available(xc.dtype))
 
 
 # Stride-1 convs with at least HWCN_MIN_CHANNELS input channels run their forward (and,
